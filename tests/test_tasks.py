@@ -1,0 +1,79 @@
+"""Prompt files in every format, and errors that name the file, line and problem."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from workbench.tasks import TaskError, load_prompts, load_task
+
+
+def test_arithmetic_sample_task_loads():
+    task = load_task("arithmetic")
+    assert task.name == "arithmetic"
+    assert task.rows[0].keys() == {"prompt", "answer"}
+    assert "def correct(completions" in task.reward_source
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet", "txt"])
+def test_each_format_reads_prompts_and_columns(tmp_path, suffix):
+    rows = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+2=", "answer": "4"}]
+    path = tmp_path / f"prompts.{suffix}"
+    if suffix == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    elif suffix == "txt":
+        path.write_text("1+1=\n\n2+2=\n")
+    else:
+        frame = pd.DataFrame(rows, dtype=str)
+        frame.to_csv(path, index=False) if suffix == "csv" else frame.to_parquet(path)
+    loaded = load_prompts(path)
+    assert [r["prompt"] for r in loaded] == ["1+1=", "2+2="]
+    if suffix != "txt":
+        assert [str(r["answer"]) for r in loaded] == ["2", "4"]
+
+
+def test_chat_prompts_are_accepted(tmp_path):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"prompt": [{"role": "user", "content": "hi"}], "answer": "x"}) + "\n")
+    assert load_prompts(path)[0]["prompt"][0]["content"] == "hi"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("empty.jsonl", "", ["empty.jsonl", "no prompts"]),
+        ("bad.jsonl", '{"prompt": "a"}\n{"prompt": \n', ["bad.jsonl", "line 2", "not valid JSON"]),
+        ("noprompt.jsonl", '{"prompt": "a"}\n{"question": "b"}\n', ["line 2", "no 'prompt' field"]),
+        ("blank.jsonl", '{"prompt": "  "}\n', ["line 1", "empty"]),
+        ("messages.jsonl", '{"prompt": [{"text": "x"}]}\n', ["line 1", "role"]),
+        ("nocolumn.csv", "question,answer\nq,a\n", ["nocolumn.csv", "no 'prompt' column"]),
+        ("prompts.xlsx", "x", ["unsupported", ".xlsx"]),
+    ],
+)
+def test_bad_prompt_files_name_the_problem(tmp_path, name, content, words):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TaskError) as error:
+        load_prompts(path)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_unknown_task_lists_the_sample_tasks():
+    with pytest.raises(TaskError, match="arithmetic"):
+        load_task("no-such-task")
+
+
+def test_task_folder_without_reward(tmp_path):
+    (tmp_path / "prompts.txt").write_text("hello\n")
+    with pytest.raises(TaskError, match="no reward.py"):
+        load_task(tmp_path)
+
+
+def test_batches_cover_each_prompt_once_per_epoch_and_depend_only_on_seed_and_step():
+    task = load_task("arithmetic")
+    n = len(task.rows)
+    epoch = [row["prompt"] for step in range(1, n // 8 + 1) for row in task.batch(step, 8, seed=3)]
+    assert sorted(epoch) == sorted(row["prompt"] for row in task.rows)
+    assert task.batch(7, 8, seed=3) == task.batch(7, 8, seed=3)
+    assert task.batch(7, 8, seed=3) != task.batch(7, 8, seed=4)

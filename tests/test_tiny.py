@@ -1,0 +1,26 @@
+"""The built-in model's tokenizer survives a save and a load through AutoTokenizer."""
+
+from transformers import AutoTokenizer
+
+from workbench.tiny import build_tokenizer, tiny_model_path
+
+
+def test_tokenizer_round_trip_keeps_spaces_and_newlines(tmp_path):
+    build_tokenizer().save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    text = "23 + 58 =\n\tanswer: 81"
+    ids = tokenizer.encode(text)
+    assert len(ids) == len(text)  # one token per character
+    assert tokenizer.decode(ids) == text
+
+
+def test_chat_messages_render_as_their_contents():
+    tokenizer = build_tokenizer()
+    messages = [{"role": "system", "content": "Add. "}, {"role": "user", "content": "2+2="}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == "Add. 2+2="
+
+
+def test_the_cached_model_answers_with_eos():
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
+    assert tokenizer.eos_token == "<|endoftext|>"
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id

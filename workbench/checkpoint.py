@@ -1,0 +1,62 @@
+"""A run's folder and its checkpoint: the adapter (peft format), optimizer, step and RNG state.
+
+    <workspace>/runs/<run_id>/checkpoint/adapter_model.safetensors, adapter_config.json
+                                         trainer_state.pt   (step, optimizer, RNG)
+
+`PeftModel.from_pretrained(base_model, checkpoint_folder)` loads the adapter anywhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from workbench.policy import Policy
+
+
+def run_folder(workspace: str | Path, run_id: str) -> Path:
+    return Path(workspace) / "runs" / run_id
+
+
+def checkpoint_folder(workspace: str | Path, run_id: str) -> Path:
+    return run_folder(workspace, run_id) / "checkpoint"
+
+
+@dataclass
+class TrainerState:
+    step: int  # the last step whose update is in the adapter
+    optimizer: dict
+    rng: torch.Tensor  # torch's CPU RNG state at the start of step + 1
+
+
+def save_checkpoint(
+    folder: Path, policy: Policy, optimizer: torch.optim.Optimizer, step: int, rng: torch.Tensor
+) -> None:
+    """Write to a staging folder, then swap it in: a crash never leaves half a checkpoint."""
+    staging = folder.with_name(folder.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    policy.model.save_pretrained(staging)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng}
+    torch.save(state, staging / "trainer_state.pt")
+    previous = folder.with_name(folder.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if folder.exists():
+        folder.rename(previous)
+    staging.rename(folder)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, policy: Policy, optimizer: torch.optim.Optimizer) -> TrainerState:
+    """Restore the adapter and optimizer in place; the caller restores the RNG when it resumes."""
+    if not (folder / "trainer_state.pt").exists():
+        previous = folder.with_name(folder.name + ".previous")  # a crash during the swap
+        if not (previous / "trainer_state.pt").exists():
+            raise FileNotFoundError(f"no checkpoint in {folder}: the run never finished a step")
+        folder = previous
+    policy.load_adapter(folder)
+    state = torch.load(folder / "trainer_state.pt", map_location=policy.device, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return TrainerState(state["step"], state["optimizer"], state["rng"].cpu())

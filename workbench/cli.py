@@ -1,0 +1,159 @@
+"""`python -m workbench train | query`: the engine headless. Every config field is a flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import typing
+
+import duckdb
+from tqdm.auto import tqdm
+
+from workbench.config import Config, ConfigError, field_docs
+from workbench.events import GroupsScored, RunFailed, RunFinished, RunStarted, StepFinished
+from workbench.policy import ModelLoadError
+from workbench.rewards import RewardError
+from workbench.store import Store, StoreError
+from workbench.tasks import TaskError, load_task, sample_task_names
+from workbench.trainer import train
+
+USER_ERRORS = (ConfigError, TaskError, RewardError, ModelLoadError, StoreError, duckdb.Error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench", description="GRPO Workbench: train with GRPO on LoRA, query rollouts."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    train_parser = commands.add_parser("train", help="train headless with a progress bar")
+    train_parser.add_argument(
+        "--task", help=f"a sample task ({', '.join(sample_task_names())}) or a task folder"
+    )
+    train_parser.add_argument("--workspace", default="runs", help="folder of the store and checkpoints")
+    train_parser.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or failed run")
+    _add_config_flags(train_parser)
+    train_parser.set_defaults(command=run_train)
+
+    query_parser = commands.add_parser("query", help="run SQL on a workspace's store")
+    query_parser.add_argument("sql", help='a SQL query, e.g. "SELECT step, reward_mean FROM steps"')
+    query_parser.add_argument("--workspace", default="runs", help="folder of the store")
+    query_parser.add_argument("--format", choices=["table", "csv"], default="table")
+    query_parser.set_defaults(command=run_query)
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """--kebab-case flag per Config field, typed from its annotation, helped by its docstring."""
+    docs = field_docs()
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("config (defaults in brackets)")
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        help_text = f"{docs.get(field.name, '')} [{field.default}]"
+        if kind is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
+        elif kind == tuple[str, ...]:
+            group.add_argument(flag, dest=field.name, nargs="+", help=help_text)
+        else:
+            group.add_argument(flag, dest=field.name, type=kind, help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Config:
+    """The flags given on the command line, over `base` (a stored run's config) or the defaults."""
+    values = dict(base or {})
+    for field in dataclasses.fields(Config):
+        given = getattr(args, field.name)
+        if given is not None:
+            values[field.name] = given
+    return Config.from_dict(values)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    store = Store(args.workspace)
+    if args.resume:
+        run = store.run(args.resume)
+        if run is None:
+            raise TaskError(f"no run {args.resume!r} in workspace {args.workspace}")
+        config = config_from_args(args, json.loads(run["config"]))
+        task = load_task(args.task or run["task_path"])
+    else:
+        if not args.task:
+            raise TaskError("--task is required: a sample task name or a task folder")
+        config = config_from_args(args)
+        task = load_task(args.task)
+    stop = threading.Event()
+    _stop_on_first_ctrl_c(stop)
+    events = train(config, task, args.workspace, resume=args.resume, stop=stop)
+    return _follow(events, config, args.workspace)
+
+
+def _follow(events, config: Config, workspace: str) -> int:
+    """Print a progress bar from the events; the exit code says how the run ended."""
+    bar = None
+    for event in events:
+        if isinstance(event, RunStarted):
+            print(f"run {event.run_id}: task {event.task}, model {event.model}", file=sys.stderr)
+            bar = tqdm(total=config.steps, initial=event.start_step - 1, unit="step")
+        elif isinstance(event, StepFinished):
+            m = event.metrics
+            kl = "-" if m["kl"] is None else f"{m['kl']:.4f}"
+            bar.set_postfix(
+                reward=f"{m['reward_mean']:.3f}", kl=kl, tokens=f"{m['completion_tokens_mean']:.1f}"
+            )
+            bar.update(1)
+        elif isinstance(event, RunFinished):
+            bar.close()
+            print(
+                f"run {event.run_id} {event.status} at step {event.step}; adapter in {event.checkpoint}",
+                file=sys.stderr,
+            )
+        elif isinstance(event, RunFailed):
+            if bar:
+                bar.close()
+            print(event.traceback, file=sys.stderr)
+            print(
+                f"run {event.run_id} failed at step {event.step}: {event.error}\n"
+                f"resume with: python -m workbench train --workspace {workspace} --resume {event.run_id}",
+                file=sys.stderr,
+            )
+            return 1
+        elif isinstance(event, GroupsScored):
+            pass
+    return 0
+
+
+def _stop_on_first_ctrl_c(stop: threading.Event) -> None:
+    """First Ctrl-C: finish the step, checkpoint and stop. Second: interrupt at once."""
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_query(args: argparse.Namespace) -> int:
+    frame = Store(args.workspace, create=False).query(args.sql)
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        print(frame.to_string(index=False) if not frame.empty else "(no rows)")
+    return 0

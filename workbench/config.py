@@ -1,0 +1,154 @@
+"""Every knob of a run, in one flat frozen dataclass.
+
+The CLI, the app's form, notebooks and tests all build a `Config`; it is stored with the run.
+Each field's docstring is its help text everywhere (see `field_docs`).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import json
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A config value a user gave is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # model
+    model: str = "tiny"
+    """'tiny' (the built-in model), a Hugging Face hub id, or a local folder"""
+    lora_rank: int = 16
+    """LoRA rank r of the adapter"""
+    lora_alpha: float = 32.0
+    """LoRA alpha; the adapter's update is scaled by alpha / rank"""
+    lora_dropout: float = 0.0
+    """dropout on the adapter's input"""
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """module names that get a LoRA adapter, or ('all-linear',)"""
+
+    # sampling
+    group_size: int = 8
+    """G: completions sampled per prompt; advantages compare completions within a group"""
+    prompts_per_step: int = 8
+    """P: prompts per step; a step samples P x G completions"""
+    max_new_tokens: int = 32
+    """longest completion; a completion cut here is marked truncated"""
+    temperature: float = 1.0
+    """sampling temperature; log-probs are taken at this temperature too"""
+    top_p: float = 1.0
+    """nucleus sampling threshold (1.0 samples from the whole distribution)"""
+
+    # optimisation
+    learning_rate: float = 5e-4
+    """AdamW learning rate for the adapter (suits the tiny model; billion-parameter models want ~1e-5)"""
+    beta: float = 0.04
+    """KL weight against the reference (the base model with the adapter off); 0 skips the reference"""
+    clip_epsilon: float = 0.2
+    """PPO clip range: the ratio pi_theta / pi_old is clipped to [1 - eps, 1 + eps]"""
+    num_iterations: int = 1
+    """inner updates per sampled batch (mu in the paper); pi_old is the sampling policy"""
+    scale_rewards: bool = True
+    """divide advantages by the group's reward std (DeepSeekMath); off gives Dr. GRPO's A = r - mean"""
+    loss_type: str = "grpo"
+    """'grpo': mean over each completion's tokens, then over completions; 'dapo': mean over all tokens"""
+    micro_batch_size: int = 64
+    """completions per forward/backward pass; gradients accumulate to one update per iteration"""
+    max_grad_norm: float = 1.0
+    """clip the adapter's gradient norm to this (0 turns clipping off)"""
+
+    # run
+    steps: int = 60
+    """optimizer steps to train for (a resumed run continues up to this step)"""
+    checkpoint_every: int = 20
+    """save the adapter, optimizer and RNG state every N steps (and always at the end or stop)"""
+    seed: int = 0
+    """seeds prompt order, sampling and LoRA init: the same seed gives the same rollouts"""
+    precision: str = "auto"
+    """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs and on CPUs with native bf16)"""
+    device: str = "auto"
+    """'cpu', 'cuda', or 'auto' (cuda when available)"""
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise ConfigError("model must name a model: 'tiny', a hub id, or a local folder")
+        _at_least(self, "group_size", 2, "GRPO compares completions of the same prompt")
+        for name in ("prompts_per_step", "max_new_tokens", "lora_rank", "num_iterations"):
+            _at_least(self, name, 1)
+        for name in ("micro_batch_size", "steps", "checkpoint_every"):
+            _at_least(self, name, 1)
+        for name in ("temperature", "learning_rate", "lora_alpha"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be greater than 0, got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.beta < 0:
+            raise ConfigError(f"beta must be 0 or more (0 turns the KL penalty off), got {self.beta}")
+        if not 0 < self.clip_epsilon < 1:
+            raise ConfigError(f"clip_epsilon must be in (0, 1), got {self.clip_epsilon}")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"max_grad_norm must be 0 or more, got {self.max_grad_norm}")
+        _one_of(self, "loss_type", ("grpo", "dapo"))
+        _one_of(self, "precision", ("auto", "bf16", "fp32"))
+        _one_of(self, "device", ("auto", "cpu", "cuda"))
+        if not self.lora_target_modules:
+            raise ConfigError("lora_target_modules must name at least one module, or 'all-linear'")
+
+    @property
+    def batch_size(self) -> int:
+        """B = P x G completions per step."""
+        return self.prompts_per_step * self.group_size
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """Build a Config from plain values, naming any field that does not exist."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        values = dict(values)
+        if isinstance(values.get("lora_target_modules"), (list, str)):
+            modules = values["lora_target_modules"]
+            values["lora_target_modules"] = (modules,) if isinstance(modules, str) else tuple(modules)
+        return cls(**values)
+
+
+def _at_least(config: Config, name: str, minimum: int, why: str = "") -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        reason = f": {why}" if why else ""
+        raise ConfigError(f"{name} must be an integer of at least {minimum}, got {value!r}{reason}")
+
+
+def _one_of(config: Config, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(config, name) not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(config, name)!r}")
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@functools.cache
+def field_docs() -> dict[str, str]:
+    """Each field's docstring (the string literal under it in the class body), by field name."""
+    body = ast.parse(inspect.getsource(Config)).body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and is_doc:
+            docs[node.target.id] = following.value.value
+    return docs

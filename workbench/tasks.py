@@ -1,0 +1,137 @@
+"""Tasks: a folder with a prompts file and a `reward.py`; prompt sets in JSONL, CSV, Parquet or TXT."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+SAMPLE_TASKS = Path(__file__).resolve().parent.parent / "sample_tasks"
+PROMPT_FILES = ("prompts.jsonl", "prompts.csv", "prompts.parquet", "prompts.txt")
+
+
+class TaskError(ValueError):
+    """A task folder or prompts file is unusable; the message names the file, line and problem."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    folder: str
+    rows: list[dict]  # each has 'prompt' (str or chat messages) and any extra columns
+    reward_source: str
+    reward_file: str
+
+    def batch(self, step: int, prompts_per_step: int, seed: int) -> list[dict]:
+        """The P rows of a step: epochs of seeded shuffles, a pure function of (seed, step).
+
+        Resuming at any step gives the same prompts as an uninterrupted run.
+        """
+        n = len(self.rows)
+        start = (step - 1) * prompts_per_step
+        return [self.rows[_shuffled(seed, k // n, n)[k % n]] for k in range(start, start + prompts_per_step)]
+
+
+@functools.lru_cache(maxsize=4)
+def _shuffled(seed: int, epoch: int, n: int) -> tuple[int, ...]:
+    order = list(range(n))
+    random.Random(f"{seed}/{epoch}").shuffle(order)
+    return tuple(order)
+
+
+def sample_task_names() -> list[str]:
+    return sorted(p.name for p in SAMPLE_TASKS.iterdir() if (p / "reward.py").exists())
+
+
+def load_task(name_or_path: str | Path) -> Task:
+    """A sample task by name (`arithmetic`) or a task folder by path."""
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        folder = SAMPLE_TASKS / str(name_or_path)
+    if not folder.is_dir():
+        raise TaskError(
+            f"task {str(name_or_path)!r} is neither a folder nor a sample task "
+            f"(sample tasks: {', '.join(sample_task_names())})"
+        )
+    prompt_files = [folder / f for f in PROMPT_FILES if (folder / f).exists()]
+    if not prompt_files:
+        raise TaskError(f"task folder {folder} has no prompts file ({' or '.join(PROMPT_FILES)})")
+    reward_file = folder / "reward.py"
+    if not reward_file.exists():
+        raise TaskError(f"task folder {folder} has no reward.py")
+    rows = load_prompts(prompt_files[0])
+    return Task(folder.name, str(folder.resolve()), rows, reward_file.read_text(), str(reward_file))
+
+
+def load_prompts(path: str | Path) -> list[dict]:
+    """Rows with a 'prompt' column (a string or a list of chat messages) and any other columns."""
+    path = Path(path)
+    if not path.exists():
+        raise TaskError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = _read_jsonl(path)
+    elif suffix == ".txt":
+        rows = [{"prompt": line} for line in path.read_text().splitlines() if line.strip()]
+    elif suffix in (".csv", ".parquet"):
+        rows = _read_table(path, suffix)
+    else:
+        raise TaskError(f"{path}: unsupported prompts format {suffix!r}; use .jsonl, .csv, .parquet or .txt")
+    if not rows:
+        raise TaskError(f"{path}: no prompts (the file is empty)")
+    unit = "line" if suffix in (".jsonl", ".txt") else "row"
+    for number, row in enumerate(rows, start=1):
+        problem = _prompt_problem(row)
+        if problem:
+            raise TaskError(f"{path}, {unit} {number}: {problem}")
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TaskError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise TaskError(f'{path}, line {number}: expected a JSON object like {{"prompt": ...}}')
+        rows.append(row)
+    return rows
+
+
+def _read_table(path: Path, suffix: str) -> list[dict]:
+    try:
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except Exception as error:  # pandas raises many types for a malformed file
+        raise TaskError(f"{path}: could not read as {suffix[1:].upper()} ({error})") from None
+    if "prompt" not in frame.columns:
+        raise TaskError(f"{path}: no 'prompt' column (columns: {', '.join(map(str, frame.columns))})")
+    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _plain(value):
+    """numpy arrays from Parquet (chat messages) -> lists, so rows are plain Python."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _prompt_problem(row: dict) -> str | None:
+    if "prompt" not in row:
+        return "no 'prompt' field"
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        return None if prompt.strip() else "the prompt is empty"
+    if isinstance(prompt, list) and prompt:
+        for message in prompt:
+            if not (isinstance(message, dict) and {"role", "content"} <= message.keys()):
+                return 'a chat prompt must be a list of {"role": ..., "content": ...} messages'
+        return None
+    return f"the prompt must be a string or a list of chat messages, not {type(prompt).__name__}"
