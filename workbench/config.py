@@ -57,8 +57,8 @@ class Config:
     """divide advantages by the group's reward std (DeepSeekMath); off gives Dr. GRPO's A = r - mean"""
     loss_type: str = "grpo"
     """'grpo': mean over each completion's tokens, then over completions; 'dapo': mean over all tokens"""
-    micro_batch_size: int = 64
-    """completions per forward/backward pass; gradients accumulate to one update per iteration"""
+    micro_batch_size: int = 32
+    """completions per forward/backward pass, in whole groups; gradients accumulate to one update"""
     max_grad_norm: float = 1.0
     """clip the adapter's gradient norm to this (0 turns clipping off)"""
 

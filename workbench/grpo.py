@@ -48,9 +48,14 @@ def zero_std_fraction(rewards: Tensor, group_size: int) -> float:
 
 
 def token_log_probs(logits: Tensor, tokens: Tensor, temperature: float) -> Tensor:
-    """log softmax(logits / T) at the chosen tokens, in float32.  (B, T, V), (B, T) -> (B, T)"""
-    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """log softmax(logits / T) at the chosen tokens, in float32.  (B, T, V), (B, T) -> (B, T)
+
+    As logit - logsumexp(logits): no (B, T, V) log-softmax is kept for the backward pass, which
+    matters with real vocabularies (150k entries).
+    """
+    logits = logits.float() / temperature  # (B, T, V)
+    chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return chosen - torch.logsumexp(logits, dim=-1)
 
 
 def kl_k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:

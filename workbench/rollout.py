@@ -1,4 +1,4 @@
-"""Sampling: one batched generate call per step for all P x G completions, with the KV cache."""
+"""Sampling: one batched decode per step for all P x G completions, with the KV cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from workbench.policy import Policy
+from workbench.policy import Policy, positions
 
 
 @dataclass
@@ -40,11 +40,9 @@ class Rollouts:
             self.completions[rows],
         )
 
-    def model_inputs(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(input_ids, attention_mask, completion_ids) for `Policy.log_probs`."""
-        input_ids = torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # (B, Lp + T)
-        attention_mask = torch.cat([self.prompt_mask, self.completion_mask], dim=1)
-        return input_ids, attention_mask, self.completion_ids
+    def model_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(prompt_ids, prompt_mask, completion_ids, completion_mask) for `Policy.log_probs`."""
+        return self.prompt_ids, self.prompt_mask, self.completion_ids, self.completion_mask
 
 
 @torch.no_grad()
@@ -56,24 +54,27 @@ def sample_groups(
     temperature: float,
     top_p: float,
 ) -> Rollouts:
-    """Sample G completions for each of P prompts in one generate call; stop at EOS."""
+    """Sample G completions for each of P prompts in one batched decode; stop at EOS.
+
+    Each prompt is prefilled once and its KV cache repeated G times (the group shares it).
+    The decode runs with the adapter folded into the weights (`Policy.merged_adapter`): one
+    matmul per layer instead of three. Together these made sampling ~25% faster than
+    `model.generate` on the 25M bench model (bench/step_time.py).
+    """
     tokenizer = policy.tokenizer
-    repeated = [ids for ids in prompt_ids for _ in range(group_size)]  # (B,) group by group
-    batch = tokenizer.pad({"input_ids": repeated}, padding=True, return_tensors="pt")
-    batch = {k: v.to(policy.device) for k, v in batch.items()}
+    prompts = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt")
+    prompts = {k: v.to(policy.device) for k, v in prompts.items()}
     policy.model.eval()
-    with policy.autocast():
-        output = policy.model.generate(
-            **batch,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,  # off: sample from the whole distribution (transformers 5)
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    completion_ids = output[:, batch["input_ids"].shape[1] :]  # (B, T)
+    with policy.merged_adapter(), policy.autocast():
+        completion_ids = _decode(
+            policy,
+            prompts["input_ids"],
+            prompts["attention_mask"],
+            group_size,
+            max_new_tokens,
+            temperature,
+            top_p,
+        )  # (B, T)
     completion_mask, truncated = _completion_mask(completion_ids, tokenizer.eos_token_id)
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(
@@ -81,8 +82,67 @@ def sample_groups(
         skip_special_tokens=True,
     )
     return Rollouts(
-        batch["input_ids"], batch["attention_mask"], completion_ids, completion_mask, truncated, texts
+        prompts["input_ids"].repeat_interleave(group_size, dim=0),
+        prompts["attention_mask"].repeat_interleave(group_size, dim=0),
+        completion_ids,
+        completion_mask,
+        truncated,
+        texts,
     )
+
+
+def _decode(
+    policy: Policy,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+) -> Tensor:
+    """Prefill the P prompts, repeat the cache G times, sample token by token.  -> (B, T)"""
+    model, eos = policy.model, policy.tokenizer.eos_token_id
+    prefill = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions(prompt_mask),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = prefill.past_key_values
+    cache.batch_repeat_interleave(group_size)
+    logits = prefill.logits[:, -1].repeat_interleave(group_size, dim=0)  # (B, V)
+    attention_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (B, Lp + t)
+    position = attention_mask.sum(dim=1, keepdim=True)  # (B, 1)
+    finished = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)  # (B,)
+    tokens = []
+    for t in range(max_new_tokens):
+        token = sample_token(logits, temperature, top_p).masked_fill(finished, eos)  # (B,)
+        tokens.append(token)
+        finished |= token == eos
+        if finished.all() or t == max_new_tokens - 1:
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(token), 1)], dim=1)
+        logits = model(
+            input_ids=token.unsqueeze(1),
+            attention_mask=attention_mask,
+            position_ids=position,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits[:, -1]  # (B, V)
+        position = position + 1
+    return torch.stack(tokens, dim=1)
+
+
+def sample_token(logits: Tensor, temperature: float, top_p: float) -> Tensor:
+    """One token per row from softmax(logits / T), restricted to the top-p nucleus.  (B, V) -> (B,)"""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the top token always stays
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1).squeeze(1)
 
 
 def _completion_mask(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:

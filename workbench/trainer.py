@@ -117,31 +117,33 @@ def update(
     config: Config,
 ) -> dict[str, float | None]:
     """num_iterations optimizer steps on the batch, each accumulating over micro-batches."""
+    G = config.group_size
     batch_completions = len(rollouts.completions)
     batch_tokens = int(rollouts.completion_mask.sum())
-    rows = [
-        slice(i, i + config.micro_batch_size) for i in range(0, batch_completions, config.micro_batch_size)
-    ]
+    size = max(1, config.micro_batch_size // G) * G  # whole groups: they share a prompt pass
+    rows = [slice(i, i + size) for i in range(0, batch_completions, size)]
     micro_batches = [rollouts.select(r).model_inputs() for r in rows]
     temperature = config.temperature
     ref_log_probs = [
-        policy.reference_log_probs(*m, temperature) if config.beta > 0 else None for m in micro_batches
+        policy.reference_log_probs(*m, group_size=G, temperature=temperature) if config.beta > 0 else None
+        for m in micro_batches
     ]
     old_log_probs = [
-        _old_log_probs(policy, m, temperature) if config.num_iterations > 1 else None for m in micro_batches
+        _old_log_probs(policy, m, G, temperature) if config.num_iterations > 1 else None
+        for m in micro_batches
     ]
     policy.model.train()
     totals = defaultdict(float)
     for _ in range(config.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for r, inputs, ref, old in zip(rows, micro_batches, ref_log_probs, old_log_probs):
-            log_probs = policy.log_probs(*inputs, temperature)  # (b, T)
+            log_probs = policy.log_probs(*inputs, G, temperature)  # (b, T)
             loss, stats = grpo.grpo_loss(
                 log_probs,
                 log_probs.detach() if old is None else old,
                 ref,
                 advantages[r],
-                inputs[1][:, -log_probs.shape[1] :],  # the completion mask
+                inputs[3],  # the completion mask
                 beta=config.beta,
                 clip_epsilon=config.clip_epsilon,
                 loss_type=config.loss_type,
@@ -167,9 +169,9 @@ def update(
 
 
 @torch.no_grad()
-def _old_log_probs(policy: Policy, inputs, temperature: float) -> torch.Tensor:
+def _old_log_probs(policy: Policy, inputs, group_size: int, temperature: float) -> torch.Tensor:
     """log pi_old: the sampling policy, before this batch's first update.  (b, T)"""
-    return policy.log_probs(*inputs, temperature)
+    return policy.log_probs(*inputs, group_size, temperature)
 
 
 def step_metrics(

@@ -1,0 +1,195 @@
+"""Seconds per GRPO step and peak memory: this engine against TRL's GRPOTrainer on the same work.
+
+    python bench/step_time.py [--steps 30] [--models tiny small]
+
+Work per step: 8 prompts x 8 completions, at most 16 new tokens, LoRA r=8 on q/k/v/o, beta 0.04,
+one update per batch. Models: the built-in tiny model (stops at EOS after a few tokens) and a
+~25M-parameter Qwen2-style model built from a config with random weights (its completions run to
+16 tokens). Each measurement runs in its own process, so peak RSS is that side's alone. TRL runs
+with its defaults (bf16 autocast, gradient checkpointing) when it is installed (`pip install -e
+".[bench]"`). Prints medians over the timed steps, after 3 warm-up steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SETTINGS = dict(
+    group_size=8,
+    prompts_per_step=8,
+    max_new_tokens=16,
+    beta=0.04,
+    lora_rank=8,
+    lora_alpha=16.0,
+    learning_rate=5e-4,
+    temperature=1.0,
+)
+WARMUP = 3
+
+
+def small_model(folder: Path) -> str:
+    """A ~25M-parameter Qwen2 with the tiny model's tokenizer, random weights, saved to `folder`."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from workbench.tiny import build_tokenizer
+
+    if not (folder / "config.json").exists():
+        tokenizer = build_tokenizer()
+        torch.manual_seed(0)
+        config = Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=512,
+            intermediate_size=1408,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        )
+        Qwen2ForCausalLM(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_workbench(model: str, steps: int) -> dict:
+    from workbench import Config, load_task, train
+    from workbench.events import StepFinished
+
+    config = Config(model=model, steps=steps + WARMUP, checkpoint_every=10_000, **SETTINGS)
+    rows = [
+        e.metrics
+        for e in train(config, load_task("arithmetic"), tempfile.mkdtemp())
+        if isinstance(e, StepFinished)
+    ][WARMUP:]
+    median = {
+        k: statistics.median(r[k] for r in rows)
+        for k in ("seconds", "seconds_sample", "seconds_update", "completion_tokens_mean")
+    }
+    return median | {"peak_rss_mib": peak_rss_mib()}
+
+
+def measure_trl(model: str, steps: int) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from workbench.tasks import load_task
+
+    task = load_task("arithmetic")
+    namespace: dict = {}
+    exec(compile(task.reward_source, task.reward_file, "exec"), namespace)
+    times, lengths = [], []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter() - self.start)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "completions/mean_length" in logs:
+                lengths.append(logs["completions/mean_length"])
+
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        use_cpu=True,
+        max_steps=steps + WARMUP,
+        report_to=[],
+        per_device_train_batch_size=64,
+        num_generations=SETTINGS["group_size"],
+        max_completion_length=SETTINGS["max_new_tokens"],
+        beta=SETTINGS["beta"],
+        learning_rate=SETTINGS["learning_rate"],
+        temperature=SETTINGS["temperature"],
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model),
+        processing_class=AutoTokenizer.from_pretrained(model),
+        reward_funcs=[namespace["correct"]],
+        args=args,
+        train_dataset=Dataset.from_list(task.rows),
+        callbacks=[Clock()],
+        peft_config=LoraConfig(
+            r=SETTINGS["lora_rank"],
+            lora_alpha=SETTINGS["lora_alpha"],
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        ),
+    )
+    trainer.train()
+    return {
+        "seconds": statistics.median(times[WARMUP:]),
+        "completion_tokens_mean": statistics.median(lengths[WARMUP:]),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def run_side(side: str, model: str, steps: int) -> dict:
+    """One measurement in a fresh process; returns its JSON line."""
+    command = [sys.executable, __file__, "--side", side, "--model-path", model, "--steps", str(steps)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def trl_installed() -> bool:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--models", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--side", choices=["workbench", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--model-path", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        measure = measure_workbench if args.side == "workbench" else measure_trl
+        print(json.dumps(measure(args.model_path, args.steps)))
+        return
+
+    from workbench.tiny import cache_root, tiny_model_path
+
+    paths = {"tiny": str(tiny_model_path()), "small": small_model(cache_root() / "bench-small-25m")}
+    sides = ["workbench", "trl"] if trl_installed() else ["workbench"]
+    print("| model | side | s/step | sample s | update s | completion tokens | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        results = {side: run_side(side, paths[name], args.steps) for side in sides}
+        for side, r in results.items():
+            print(
+                f"| {name} | {side} | {r['seconds']:.3f} | {r.get('seconds_sample', float('nan')):.3f} | "
+                f"{r.get('seconds_update', float('nan')):.3f} | {r['completion_tokens_mean']:.1f} | "
+                f"{r['peak_rss_mib']:.0f} |",
+                flush=True,
+            )
+        if "trl" in results:
+            ratio = results["trl"]["seconds"] / results["workbench"]["seconds"]
+            print(f"| {name} | TRL / workbench | {ratio:.2f}x | | | | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
