@@ -35,9 +35,7 @@ def accuracy(policy: Policy, problems: list[tuple[str, str]]) -> float:
     batch = tokenizer([p for p, _ in problems], return_tensors="pt", padding=True).to(policy.device)
     policy.model.eval()
     with policy.autocast():
-        output = policy.model.generate(
-            **batch, do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id
-        )
+        output = policy.model.generate(**batch, do_sample=False, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     return sum(text.strip() == answer for text, (_, answer) in zip(texts, problems)) / len(problems)
 

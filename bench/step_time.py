@@ -72,9 +72,7 @@ def measure_workbench(model: str, steps: int) -> dict:
 
     config = Config(model=model, steps=steps + WARMUP, checkpoint_every=10_000, **SETTINGS)
     rows = [
-        e.metrics
-        for e in train(config, load_task("arithmetic"), tempfile.mkdtemp())
-        if isinstance(e, StepFinished)
+        e.metrics for e in train(config, load_task("arithmetic"), tempfile.mkdtemp()) if isinstance(e, StepFinished)
     ][WARMUP:]
     median = {
         k: statistics.median(r[k] for r in rows)

@@ -48,9 +48,7 @@ def test_train_then_query(tmp_path):
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path):
-    bad_config = cli(
-        "train", "--task", "arithmetic", "--group-size", "1", "--workspace", str(tmp_path), check=False
-    )
+    bad_config = cli("train", "--task", "arithmetic", "--group-size", "1", "--workspace", str(tmp_path), check=False)
     assert bad_config.returncode == 2 and "group_size must be" in bad_config.stderr
     bad_task = cli("train", "--task", "nope", "--workspace", str(tmp_path), check=False)
     assert bad_task.returncode == 2 and "sample tasks: arithmetic" in bad_task.stderr

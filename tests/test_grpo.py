@@ -49,9 +49,7 @@ def test_token_log_probs_at_temperature():
 
 def test_k3_kl():
     # pi_theta = 0.5, pi_ref = 0.25: d = -ln 2, exp(d) - d - 1 = 0.5 + ln 2 - 1
-    kl = grpo.kl_k3(
-        torch.tensor([[math.log(0.5), math.log(0.5)]]), torch.tensor([[math.log(0.25), math.log(0.5)]])
-    )
+    kl = grpo.kl_k3(torch.tensor([[math.log(0.5), math.log(0.5)]]), torch.tensor([[math.log(0.25), math.log(0.5)]]))
     assert kl.tolist()[0] == pytest.approx([0.5 + math.log(2) - 1, 0.0], abs=1e-7)
 
 
@@ -109,9 +107,7 @@ def test_micro_batches_give_the_full_batch_gradient(loss_type):
     old = torch.randn(6, 5) * 0.1 - 2
     ref = torch.randn(6, 5) * 0.1 - 2
     advantages = torch.randn(6)
-    kwargs = dict(
-        beta=0.04, clip_epsilon=0.2, loss_type=loss_type, batch_completions=6, batch_tokens=int(mask.sum())
-    )
+    kwargs = dict(beta=0.04, clip_epsilon=0.2, loss_type=loss_type, batch_completions=6, batch_tokens=int(mask.sum()))
 
     def loss_of(rows):
         log_probs = grpo.token_log_probs(logits[rows], tokens[rows], 1.0)

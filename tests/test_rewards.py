@@ -36,9 +36,7 @@ def test_scores_pass_columns_and_skip_none_in_the_total():
 
 
 def test_chat_prompts_give_message_completions_as_in_trl():
-    source = (
-        "def seen(completions, **kw):\n    return [float(c[0]['role'] == 'assistant') for c in completions]\n"
-    )
+    source = "def seen(completions, **kw):\n    return [float(c[0]['role'] == 'assistant') for c in completions]\n"
     rows = [{"prompt": [{"role": "user", "content": "hi"}]}]
     assert score(load_reward_functions(source), rows, ["hello"]) == {"seen": [1.0]}
 

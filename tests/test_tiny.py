@@ -1,5 +1,6 @@
 """The built-in model's tokenizer survives a save and a load through AutoTokenizer."""
 
+import torch
 from transformers import AutoTokenizer
 
 from workbench.tiny import build_tokenizer, tiny_model_path
@@ -24,3 +25,17 @@ def test_the_cached_model_answers_with_eos():
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
     assert tokenizer.eos_token == "<|endoftext|>"
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_the_build_is_deterministic_for_a_seed(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from workbench import tiny
+
+    monkeypatch.setitem(tiny.WARM_START, "steps", 3)
+    tiny.build_tiny_model(tmp_path / "a", seed=1)
+    tiny.build_tiny_model(tmp_path / "b", seed=1)
+    tiny.build_tiny_model(tmp_path / "c", seed=2)
+    a, b, c = (load_file(tmp_path / x / "model.safetensors") for x in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

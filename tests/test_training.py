@@ -154,3 +154,19 @@ def test_a_folder_that_is_not_a_model_says_so(tmp_path):
 def test_unknown_lora_target_module_names_the_field():
     with pytest.raises(ModelLoadError, match="lora_target_modules"):
         load_policy(Config(lora_target_modules=("c_attn",)))
+
+
+def test_a_model_by_local_path_and_chat_prompts(tmp_path):
+    from workbench.tiny import tiny_model_path
+
+    task = load_task("arithmetic")
+    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]} for r in task.rows[:8]]
+    source = (
+        "def seen(completions, answer, **kw):\n"
+        "    return [float(c[0]['content'].strip() == a) for c, a in zip(completions, answer)]\n"
+    )
+    chat = Task("chat", task.folder, rows, source, "chat_reward.py")
+    events = run(Config(model=str(tiny_model_path()), steps=1, **SMALL), tmp_path, task=chat)
+    (scored,) = [e for e in events if isinstance(e, GroupsScored)]
+    assert scored.groups[0].prompt[0]["role"] == "user"
+    assert Store(tmp_path).query("SELECT prompt FROM rollouts LIMIT 1")["prompt"].item().startswith("[{")

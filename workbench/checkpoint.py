@@ -29,12 +29,24 @@ def checkpoint_folder(workspace: str | Path, run_id: str) -> Path:
 class TrainerState:
     step: int  # the last step whose update is in the adapter
     optimizer: dict
-    rng: torch.Tensor  # torch's CPU RNG state at the start of step + 1
+    rng: dict  # torch's RNG states at the start of step + 1 (see rng_state)
 
 
-def save_checkpoint(
-    folder: Path, policy: Policy, optimizer: torch.optim.Optimizer, step: int, rng: torch.Tensor
-) -> None:
+def rng_state() -> dict:
+    """The RNG states sampling draws from: torch's CPU generator, and CUDA's when there is one."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(folder: Path, policy: Policy, optimizer: torch.optim.Optimizer, step: int, rng: dict) -> None:
     """Write to a staging folder, then swap it in: a crash never leaves half a checkpoint."""
     staging = folder.with_name(folder.name + ".saving")
     shutil.rmtree(staging, ignore_errors=True)
@@ -59,4 +71,5 @@ def load_checkpoint(folder: Path, policy: Policy, optimizer: torch.optim.Optimiz
     policy.load_adapter(folder)
     state = torch.load(folder / "trainer_state.pt", map_location=policy.device, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
-    return TrainerState(state["step"], state["optimizer"], state["rng"].cpu())
+    rng = {name: value.cpu() for name, value in state["rng"].items()}
+    return TrainerState(state["step"], state["optimizer"], rng)

@@ -10,18 +10,18 @@ import sys
 import threading
 import typing
 
-import duckdb
 from tqdm.auto import tqdm
 
 from workbench.config import Config, ConfigError, field_docs
 from workbench.events import GroupsScored, RunFailed, RunFinished, RunStarted, StepFinished
 from workbench.policy import ModelLoadError
+from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
 from workbench.rewards import RewardError
 from workbench.store import Store, StoreError
 from workbench.tasks import TaskError, load_task, sample_task_names
 from workbench.trainer import train
 
-USER_ERRORS = (ConfigError, TaskError, RewardError, ModelLoadError, StoreError, duckdb.Error)
+USER_ERRORS = (ConfigError, TaskError, RewardError, ModelLoadError, StoreError, SQLError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,18 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     train_parser = commands.add_parser("train", help="train headless with a progress bar")
-    train_parser.add_argument(
-        "--task", help=f"a sample task ({', '.join(sample_task_names())}) or a task folder"
-    )
+    train_parser.add_argument("--task", help=f"a sample task ({', '.join(sample_task_names())}) or a task folder")
     train_parser.add_argument("--workspace", default="runs", help="folder of the store and checkpoints")
     train_parser.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or failed run")
     _add_config_flags(train_parser)
     train_parser.set_defaults(command=run_train)
 
     query_parser = commands.add_parser("query", help="run SQL on a workspace's store")
-    query_parser.add_argument("sql", help='a SQL query, e.g. "SELECT step, reward_mean FROM steps"')
+    query_parser.add_argument(
+        "sql", help=f"a SQL query, or a named query on the latest run ({', '.join(NAMED_QUERIES)})"
+    )
     query_parser.add_argument("--workspace", default="runs", help="folder of the store")
     query_parser.add_argument("--format", choices=["table", "csv"], default="table")
+    query_parser.add_argument("--max-rows", type=int, default=MAX_ROWS, help="print at most this many rows")
     query_parser.set_defaults(command=run_query)
     return parser
 
@@ -113,9 +114,7 @@ def _follow(events, config: Config, workspace: str) -> int:
         elif isinstance(event, StepFinished):
             m = event.metrics
             kl = "-" if m["kl"] is None else f"{m['kl']:.4f}"
-            bar.set_postfix(
-                reward=f"{m['reward_mean']:.3f}", kl=kl, tokens=f"{m['completion_tokens_mean']:.1f}"
-            )
+            bar.set_postfix(reward=f"{m['reward_mean']:.3f}", kl=kl, tokens=f"{m['completion_tokens_mean']:.1f}")
             bar.update(1)
         elif isinstance(event, RunFinished):
             bar.close()
@@ -151,9 +150,12 @@ def _stop_on_first_ctrl_c(stop: threading.Event) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    frame = Store(args.workspace, create=False).query(args.sql)
+    sql = named_sql(args.sql) if args.sql in NAMED_QUERIES else args.sql
+    result = run_sql(Store(args.workspace, create=False), sql, max_rows=args.max_rows)
     if args.format == "csv":
-        frame.to_csv(sys.stdout, index=False)
+        result.frame.to_csv(sys.stdout, index=False)
     else:
-        print(frame.to_string(index=False) if not frame.empty else "(no rows)")
+        print(result.frame.to_string(index=False) if not result.frame.empty else "(no rows)")
+    if result.truncated:
+        print(result.message, file=sys.stderr)
     return 0

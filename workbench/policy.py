@@ -44,9 +44,7 @@ class Policy:
         if not self.tokenizer.chat_template:
             raise ValueError("this model has no chat template, so prompts must be plain strings")
         return list(
-            self.tokenizer.apply_chat_template(
-                prompt, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
+            self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
         )
 
     def log_probs(

@@ -59,9 +59,7 @@ def completions_for_trl(prompts: list, texts: list[str]) -> list:
     ]
 
 
-def score(
-    functions: list[RewardFunction], rows: list[dict], texts: list[str]
-) -> dict[str, list[float | None]]:
+def score(functions: list[RewardFunction], rows: list[dict], texts: list[str]) -> dict[str, list[float | None]]:
     """Each function's values for the completions; `rows[i]` is completion i's dataset row."""
     prompts = [row["prompt"] for row in rows]
     columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
@@ -76,10 +74,7 @@ def score(
 def total_rewards(functions: list[RewardFunction], values: dict[str, list[float | None]]) -> list[float]:
     """r_i = sum over functions of weight * value, skipping None."""
     count = len(next(iter(values.values())))
-    return [
-        sum(f.weight * values[f.name][i] for f in functions if values[f.name][i] is not None)
-        for i in range(count)
-    ]
+    return [sum(f.weight * values[f.name][i] for f in functions if values[f.name][i] is not None) for i in range(count)]
 
 
 def _checked(name: str, result, count: int) -> list[float | None]:
@@ -93,8 +88,6 @@ def _checked(name: str, result, count: int) -> list[float | None]:
             checked.append(None)
             continue
         if not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise RewardError(
-                f"reward function {name} returned {value!r} for completion {i}: not a finite number"
-            )
+            raise RewardError(f"reward function {name} returned {value!r} for completion {i}: not a finite number")
         checked.append(float(value))
     return checked

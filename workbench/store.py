@@ -1,17 +1,24 @@
 """The rollout store: one DuckDB file per workspace holding every run, step and completion.
 
-Tables (see the README for every column): runs, steps, rollouts, reward_values.
-A step is written in one transaction, so it is in the store whole or not at all.
+Tables (the README documents every column): runs, steps, rollouts, reward_values; `meta` holds
+the schema version, and `migrate` brings an older store up to date when it is opened.
 
-Connections are short-lived: DuckDB lets one process hold a file open for writing, and no other
-process may then even read it (shared/notes/gradio-duckdb.md). The trainer opens the file for the
-few milliseconds a step's write takes; readers open it read-only per query. Either side retries for
-a while when the other holds the lock, so nobody sees a lock error.
+How several processes share it. DuckDB lets one process hold a file open for writing, and while it
+does no other process may even read the file (shared/notes/gradio-duckdb.md). So no connection
+lives long: the trainer opens the file read-write for the few milliseconds a step's transaction
+takes, on a background thread (`StepWriter`), and every reader (the app, `workbench query`, a
+notebook in another process) opens it read-only for one query. Either side retries while the other
+holds the lock, so nobody sees a lock error. A step is one transaction: whole or absent, also
+after a SIGKILL (DuckDB's WAL replays committed transactions and drops the rest).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import queue
+import socket
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -27,7 +34,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, created_at TIMESTAMP, task VARCHAR, model VARCHAR,
-    config JSON, status VARCHAR, task_path VARCHAR, reward_source VARCHAR);
+    config JSON, status VARCHAR, task_path VARCHAR, reward_source VARCHAR, host VARCHAR, pid INTEGER);
 CREATE TABLE IF NOT EXISTS steps (
     run_id VARCHAR, step INTEGER, reward_mean DOUBLE, reward_std DOUBLE, frac_zero_std DOUBLE,
     kl DOUBLE, loss DOUBLE, clip_frac DOUBLE, ratio_mean DOUBLE, grad_norm DOUBLE,
@@ -41,84 +48,247 @@ CREATE TABLE IF NOT EXISTS reward_values (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, name VARCHAR, value DOUBLE);
 """
 STEP_TABLES = ("steps", "rollouts", "reward_values")
+# Migrations from version v to v + 1, applied in order to an older store when it is opened.
+MIGRATIONS: dict[int, str] = {}
+# One DuckDB thread for the step writer: it shares the cores with torch, whose threads spin.
+WRITER = {"threads": 1}
+# User SQL runs confined: read-only, no file system access, settings locked.
+CONFINED = {
+    "enable_external_access": False,
+    "lock_configuration": True,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+}
 
 
 class StoreError(RuntimeError):
-    """The store cannot be opened as asked; the message names the file."""
+    """The store cannot be opened or queried as asked; the message says why."""
 
 
 class Store:
     """The store of one workspace (`<workspace>/store.duckdb`)."""
 
     def __init__(self, workspace: str | Path, create: bool = True, lock_timeout: float = 30.0):
-        self.path = Path(workspace) / STORE_FILE
+        self.workspace = Path(workspace)
+        self.path = self.workspace / STORE_FILE
         self.lock_timeout = lock_timeout
         if not create:
             if not self.path.exists():
                 raise StoreError(f"no store in workspace {workspace} ({self.path} does not exist)")
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect(read_only=False) as con:
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        with self.connect(read_only=False) as con:
             con.execute(SCHEMA)
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            migrate(con)
+            _mark_interrupted(con)
 
     @contextmanager
-    def _connect(self, read_only: bool):
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
-            except (duckdb.IOException, duckdb.ConnectionException) as error:
-                if "lock" not in str(error).lower() and "configuration" not in str(error):
-                    raise
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.path} stayed locked for {self.lock_timeout:.0f} s") from error
-                time.sleep(0.02)
+    def connect(self, read_only: bool = True, config: dict | None = None):
+        """A short-lived connection, waiting while another connection holds the file's lock."""
+        con = self.open(read_only, config)
         try:
             yield con
         finally:
             con.close()
 
-    def create_run(
-        self, run_id: str, task: str, task_path: str, model: str, config: dict, reward_source: str
-    ) -> None:
-        with self._connect(read_only=False) as con:
+    def open(self, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+        """Open the file, retrying while it is locked; a waiting reader asks the writer to let go."""
+        deadline = time.monotonic() + self.lock_timeout
+        if self._someone_waits():
+            time.sleep(0.02)  # let the connection that is waiting go first
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only, config=config or {})
+            except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
+                # another process holds the file lock, or this process has it open differently
+                if not any(word in str(error) for word in ("lock", "configuration", "already attached")):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreError(f"{self.path} stayed locked for {self.lock_timeout:.0f} s") from error
+                self.request_file.touch()
+                time.sleep(0.01)
+
+    def _someone_waits(self) -> bool:
+        try:
+            return time.time() - self.request_file.stat().st_mtime < 0.1
+        except FileNotFoundError:
+            return False
+
+    @property
+    def request_file(self) -> Path:
+        """Touched by a connection that waits for the lock; the step writer then closes its own."""
+        return self.path.with_name(STORE_FILE + ".wanted")
+
+    # runs
+
+    def create_run(self, run_id: str, task: str, task_path: str, model: str, config: dict, reward_source: str) -> None:
+        with self.connect(read_only=False) as con:
             con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                [run_id, _now(), task, model, json.dumps(config), task_path, reward_source],
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                [
+                    run_id,
+                    _now(),
+                    task,
+                    model,
+                    json.dumps(config),
+                    task_path,
+                    reward_source,
+                    socket.gethostname(),
+                    os.getpid(),
+                ],
             )
 
     def set_status(self, run_id: str, status: str) -> None:
-        with self._connect(read_only=False) as con:
-            con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])
-
-    def write_step(self, step_row: dict, rollouts: pd.DataFrame, reward_values: pd.DataFrame) -> None:
-        """One step's metrics, completions and reward values, in one transaction."""
-        steps = pd.DataFrame([{**step_row, "created_at": _now()}])
-        with self._connect(read_only=False) as con:
-            con.begin()
-            con.append("steps", steps, by_name=True)
-            con.append("rollouts", rollouts, by_name=True)
-            con.append("reward_values", reward_values, by_name=True)
-            con.commit()
-
-    def truncate_run(self, run_id: str, after_step: int) -> None:
-        """Forget the steps of a run after `after_step` (logged past its last checkpoint)."""
-        with self._connect(read_only=False) as con:
-            con.begin()
-            for table in STEP_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, after_step])
-            con.commit()
+        with self.connect(read_only=False) as con:
+            con.execute(
+                "UPDATE runs SET status = ?, host = ?, pid = ? WHERE run_id = ?",
+                [status, socket.gethostname(), os.getpid(), run_id],
+            )
 
     def run(self, run_id: str) -> dict | None:
         frame = self.query("SELECT * FROM runs WHERE run_id = $1", [run_id])
         return None if frame.empty else frame.iloc[0].to_dict()
 
+    # steps
+
+    def write_step(
+        self,
+        step_row: dict,
+        rollouts: list[dict],
+        reward_values: list[dict],
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
+        """One step's metrics, completions and reward values (rows as dicts), in one transaction."""
+        if con is None:
+            with self.connect(read_only=False) as con:
+                return self.write_step(step_row, rollouts, reward_values, con)
+        tables = {"steps": [{**step_row, "created_at": _now()}], "rollouts": rollouts, "reward_values": reward_values}
+        con.begin()
+        for table, rows in tables.items():
+            # DuckDB's appender: 1.2 ms for 64 rollouts, against 2.7 ms through a DataFrame
+            with con.appender(table, columns=list(rows[0])) as appender:
+                appender.append_rows([tuple(row.values()) for row in rows])
+        con.commit()
+
+    def truncate_run(self, run_id: str, after_step: int) -> None:
+        """Forget the steps of a run after `after_step` (logged past its last checkpoint)."""
+        with self.connect(read_only=False) as con:
+            con.begin()
+            for table in STEP_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, after_step])
+            con.commit()
+
+    # reading
+
     def query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
-        """Run SQL on a read-only connection and return a DataFrame."""
-        with self._connect(read_only=True) as con:
+        """Trusted SQL (the workbench's own) on a read-only connection, as a DataFrame."""
+        with self.connect(read_only=True) as con:
             return con.execute(sql, parameters or []).df()
+
+    def export_run(self, run_id: str, folder: str | Path, format: str = "parquet") -> list[Path]:
+        """Write a run's rows of every table to `folder/<table>.<format>` (parquet or csv)."""
+        if format not in ("parquet", "csv"):
+            raise StoreError(f"export format must be parquet or csv, not {format!r}")
+        if self.run(run_id) is None:
+            raise StoreError(f"no run {run_id!r} in {self.path}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        with self.connect(read_only=True) as con:
+            for table in ("runs", *STEP_TABLES):
+                path = folder / f"{table}.{format}"
+                options = "FORMAT parquet" if format == "parquet" else "FORMAT csv, HEADER"
+                con.execute(f"COPY (SELECT * FROM {table} WHERE run_id = $1) TO '{path}' ({options})", [run_id])
+                paths.append(path)
+        return paths
+
+
+class StepWriter:
+    """Writes steps to the store on a background thread, so the trainer never waits for DuckDB.
+
+    Opening a DuckDB file costs ~12 ms (measured, 2 cores), more than a tiny model's step can spare,
+    so the writer keeps its connection open between steps and closes it only when another
+    connection is waiting for the lock (it touched `Store.request_file`): a reader in any process
+    waits at most about one step. At most one step waits in the queue, so a crash loses at most
+    the step in flight. An error in the thread is raised on the trainer's next call.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="store-writer", daemon=True)
+        self.thread.start()
+
+    def write(self, step_row: dict, rollouts: list[dict], reward_values: list[dict]) -> None:
+        self._raise()
+        self.queue.put((step_row, rollouts, reward_values))
+
+    def flush(self) -> None:
+        """Wait until every queued step is committed."""
+        self.queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        self.queue.join()
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _work(self) -> None:
+        con = None
+        while (item := self.queue.get()) is not None:
+            try:
+                if self.error is None:
+                    con = con or self.store.open(read_only=False, config=WRITER)
+                    self.store.write_step(*item, con=con)
+                    if self.store.request_file.exists():  # someone waits for the file: let go
+                        self.store.request_file.unlink(missing_ok=True)
+                        con = con.close()
+            except BaseException as error:  # kept for the trainer's thread to raise
+                self.error = error
+            finally:
+                self.queue.task_done()
+        if con is not None:
+            con.close()
+        self.queue.task_done()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise StoreError(f"writing a step to {self.store.path} failed: {self.error}") from self.error
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Record the schema version of a new store, or upgrade an older one step by step."""
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        return
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"this store has schema version {version}; this workbench reads up to {SCHEMA_VERSION}")
+    for v in range(version, SCHEMA_VERSION):
+        con.execute(MIGRATIONS[v])
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+
+
+def _mark_interrupted(con: duckdb.DuckDBPyConnection) -> None:
+    """Runs still 'running' whose process on this host is gone were killed: mark them interrupted."""
+    host = socket.gethostname()
+    rows = con.execute("SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", [host]).fetchall()
+    for run_id, pid in rows:
+        if not _alive(pid):
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE run_id = ?", [run_id])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _now() -> datetime:

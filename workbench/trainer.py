@@ -16,17 +16,22 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from workbench import grpo
-from workbench.checkpoint import checkpoint_folder, load_checkpoint, save_checkpoint
+from workbench.checkpoint import (
+    checkpoint_folder,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from workbench.config import Config
 from workbench.events import Event, Group, GroupsScored, RunFailed, RunFinished, RunStarted, StepFinished
 from workbench.policy import Policy, load_policy
 from workbench.rewards import load_reward_functions, score, total_rewards
 from workbench.rollout import Rollouts, sample_groups
-from workbench.store import Store
+from workbench.store import StepWriter, Store
 from workbench.tasks import Task
 
 
@@ -49,14 +54,15 @@ def train(
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=config.learning_rate)
     run_id, completed = _open_run(store, workspace, config, task, resume, policy, optimizer)
     checkpoint = checkpoint_folder(workspace, run_id)
-    rng = torch.get_rng_state()  # at the start of step completed + 1: what a checkpoint keeps
+    rng = rng_state()  # at the start of step completed + 1: what a checkpoint keeps
+    writer = StepWriter(store)  # commits each step on a background thread
     status = "failed"
     yield RunStarted(run_id, task.name, config.model, config.to_dict(), completed + 1)
     try:
         for step in range(completed + 1, config.steps + 1):
             if stop is not None and stop.is_set():
                 break
-            rng = torch.get_rng_state()
+            rng = rng_state()
             started = time.perf_counter()
 
             rows = task.batch(step, config.prompts_per_step, config.seed)  # P prompts
@@ -90,11 +96,12 @@ def train(
             )
             metrics = step_metrics(rewards, reward_values, rollouts, config.group_size)
             metrics |= update_metrics | timings
-            _write_step(store, run_id, step, metrics, groups)
+            writer.write(*_step_rows(run_id, step, metrics, groups))
             yield StepFinished(run_id, step, metrics)
             if step % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint, policy, optimizer, step, torch.get_rng_state())
-            rng = torch.get_rng_state()
+                writer.flush()  # the store holds every step the checkpoint has
+                save_checkpoint(checkpoint, policy, optimizer, step, rng_state())
+            rng = rng_state()
         status = "finished" if completed == config.steps else "stopped"
     except GeneratorExit:  # the caller closed the generator: keep what is done
         status = "stopped"
@@ -102,6 +109,7 @@ def train(
     except Exception as error:
         yield RunFailed(run_id, completed + 1, f"{type(error).__name__}: {error}", traceback.format_exc())
     finally:
+        writer.close()
         if completed > 0:
             save_checkpoint(checkpoint, policy, optimizer, completed, rng)
         store.set_status(run_id, status)
@@ -129,8 +137,7 @@ def update(
         for m in micro_batches
     ]
     old_log_probs = [
-        _old_log_probs(policy, m, G, temperature) if config.num_iterations > 1 else None
-        for m in micro_batches
+        _old_log_probs(policy, m, G, temperature) if config.num_iterations > 1 else None for m in micro_batches
     ]
     policy.model.train()
     totals = defaultdict(float)
@@ -174,9 +181,7 @@ def _old_log_probs(policy: Policy, inputs, group_size: int, temperature: float) 
     return policy.log_probs(*inputs, group_size, temperature)
 
 
-def step_metrics(
-    rewards: torch.Tensor, reward_values: dict, rollouts: Rollouts, group_size: int
-) -> dict[str, float]:
+def step_metrics(rewards: torch.Tensor, reward_values: dict, rollouts: Rollouts, group_size: int) -> dict[str, float]:
     """Reward and completion statistics of a step (TRL's metrics, named as the store's columns)."""
     per_group = rewards.view(-1, group_size)  # (P, G)
     function_means = {
@@ -212,7 +217,8 @@ def _groups(rows, rollouts: Rollouts, rewards, reward_values, advantages, group_
     return groups
 
 
-def _write_step(store: Store, run_id: str, step: int, metrics: dict, groups: list[Group]) -> None:
+def _step_rows(run_id: str, step: int, metrics: dict, groups: list[Group]) -> tuple[dict, list, list]:
+    """The step's rows for the store's steps, rollouts and reward_values tables."""
     step_row = {
         **metrics,
         "run_id": run_id,
@@ -236,7 +242,7 @@ def _write_step(store: Store, run_id: str, step: int, metrics: dict, groups: lis
                 )
             )
             values += [key | dict(name=name, value=v[k]) for name, v in group.reward_values.items()]
-    store.write_step(step_row, pd.DataFrame(rollouts), pd.DataFrame(values))
+    return step_row, rollouts, values
 
 
 def _open_run(
@@ -250,7 +256,7 @@ def _open_run(
     if store.run(resume) is None:
         raise ValueError(f"no run {resume!r} in workspace {workspace}")
     state = load_checkpoint(checkpoint_folder(workspace, resume), policy, optimizer)
-    torch.set_rng_state(state.rng)
+    set_rng_state(state.rng)
     store.truncate_run(resume, state.step)  # steps logged after the checkpoint are redone
     store.set_status(resume, "running")
     return resume, state.step

@@ -1,0 +1,236 @@
+"""The rollout store: whole steps, confined user SQL, named queries, readers while a run writes, crashes."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import duckdb
+import pandas as pd
+import pytest
+
+from workbench import Config, Store, load_task, train
+from workbench.events import StepFinished
+from workbench.queries import NAMED_QUERIES, SQLError, named, named_sql, run_sql
+from workbench.store import StoreError
+
+SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8)
+
+
+def write_groups(store, run_id, step, groups):
+    """A step from hand-made groups: [(prompt, [(completion, reward), ...]), ...]."""
+    rollouts, values = [], []
+    for g, (prompt, completions) in enumerate(groups):
+        for k, (completion, reward) in enumerate(completions):
+            key = dict(run_id=run_id, step=step, group_id=g, sample_idx=k)
+            rollouts.append(
+                key
+                | dict(
+                    prompt=prompt,
+                    completion=completion,
+                    reward=reward,
+                    advantage=0.0,
+                    num_tokens=len(completion),
+                    truncated=False,
+                )
+            )
+            values.append(key | dict(name="correct", value=reward))
+    rewards = [r for _, c in groups for _, r in c]
+    step_row = dict(run_id=run_id, step=step, reward_mean=sum(rewards) / len(rewards), reward_function_means="{}")
+    store.write_step(step_row, rollouts, values)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path)
+    store.create_run("r1", "hand", str(tmp_path), "tiny", {}, "")
+    write_groups(store, "r1", 1, [("1+1=", [("2", 1.0), ("2", 1.0)]), ("2+2=", [("4", 1.0), ("5", 0.0)])])
+    write_groups(store, "r1", 2, [("1+1=", [("2", 1.0), ("3", 0.0)]), ("3+3=", [("7", 0.0), ("7", 0.0)])])
+    return store
+
+
+def test_named_queries_by_hand(store):
+    no_signal = named(store, "no_signal_groups")
+    assert no_signal[["step", "group_id", "prompt"]].values.tolist() == [[2, 1, "3+3="], [1, 0, "1+1="]]
+    per_function = named(store, "reward_per_function")
+    assert per_function["mean"].tolist() == [0.75, 0.25]
+    same_prompt = named(store, "same_prompt_across_steps")
+    assert same_prompt["prompt"].unique().tolist() == ["1+1="]
+    assert same_prompt["reward_mean"].tolist() == [1.0, 0.5]
+    best_worst = named(store, "best_and_worst")
+    best, worst = best_worst[best_worst["rank"] == "best"], best_worst[best_worst["rank"] == "worst"]
+    assert best["reward"].tolist() == [1.0, 0.0, 0.0, 0.0] and worst["reward"].tolist() == [0.0, 0.0, 0.0, 1.0]
+    for name in NAMED_QUERIES:  # every named query runs, on the latest run and on a named one
+        named(store, name)
+        assert "'r1'" in named_sql(name, "r1")
+
+
+def test_suspected_reward_hacking_flags_long_high_reward_completions(tmp_path):
+    store = Store(tmp_path)
+    store.create_run("r", "hand", str(tmp_path), "tiny", {}, "")
+    normal = [("ok", 0.0)] * 9 + [("fine", 1.0)] * 9
+    groups = [("p", normal[i : i + 6]) for i in range(0, 18, 6)] + [("q", [("yes " * 40, 1.0), ("no", 0.0)])]
+    write_groups(store, "r", 1, groups)
+    flagged = named(store, "suspected_reward_hacking")
+    assert flagged["completion"].tolist() == ["yes " * 40]
+
+
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("DROP TABLE rollouts", "read-only"),
+        ("DELETE FROM rollouts", "read-only"),
+        ("UPDATE runs SET status = 'x'", "read-only"),
+        ("COPY rollouts TO '/tmp/stolen.csv'", "outside the workspace"),
+        ("ATTACH '/tmp/other.duckdb' AS other", "outside the workspace"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "outside the workspace"),
+        ("SET enable_external_access = true", "locked"),
+        ("SELECT 1; DROP TABLE runs", "read-only"),
+        ("SELEC 1", "syntax error"),
+        ("   ", "empty"),
+    ],
+)
+def test_user_sql_cannot_change_data_or_touch_files(store, sql, words):
+    with pytest.raises(SQLError) as error:
+        run_sql(store, sql)
+    assert words in str(error.value).lower()
+    assert store.query("SELECT count(*) AS n FROM rollouts")["n"].item() == 8
+    assert not os.path.exists("/tmp/stolen.csv")
+
+
+def test_user_sql_is_bounded_in_rows_and_time(store):
+    result = run_sql(store, "SELECT * FROM range(100)", max_rows=10)
+    assert len(result.frame) == 10 and result.truncated and "first 10 rows" in result.message
+    started = time.monotonic()
+    with pytest.raises(SQLError, match="longer than 0.5 s"):
+        run_sql(store, "SELECT count(*) FROM range(1000000000000) a, range(10) b", timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert len(run_sql(store, "SELECT * FROM steps").frame) == 2  # still usable afterwards
+
+
+def test_export_to_parquet_and_csv(store, tmp_path):
+    for fmt, read in (("parquet", pd.read_parquet), ("csv", pd.read_csv)):
+        paths = store.export_run("r1", tmp_path / fmt, fmt)
+        frames = {p.stem: read(p) for p in paths}
+        assert len(frames["rollouts"]) == 8 and len(frames["reward_values"]) == 8
+        assert frames["runs"]["run_id"].tolist() == ["r1"]
+
+
+def test_a_newer_schema_is_refused_and_the_current_one_reopens(store):
+    Store(store.workspace)  # reopening is fine
+    with duckdb.connect(str(store.path)) as con:
+        con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store(store.workspace)
+
+
+def test_readers_in_a_thread_and_another_process_while_a_run_writes(tmp_path):
+    Store(tmp_path)
+    reader_script = (
+        "import sys, time\n"
+        "from workbench import Store\n"
+        "from workbench.queries import run_sql\n"
+        "store, counts = Store(sys.argv[1], create=False), []\n"
+        "end = time.monotonic() + float(sys.argv[2])\n"
+        "while time.monotonic() < end:\n"
+        "    counts.append(run_sql(store, 'SELECT count(*) AS n FROM rollouts').frame['n'].item())\n"
+        "print(len(counts), max(counts), all(c % 12 == 0 for c in counts))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", reader_script, str(tmp_path), "12"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    errors, counts, done = [], [], threading.Event()
+
+    def read_in_thread():
+        store = Store(tmp_path, create=False)
+        while not done.is_set():
+            try:
+                counts.append(run_sql(store, "SELECT count(*) AS n FROM rollouts").frame["n"].item())
+                store.query("SELECT step, reward_mean FROM steps")
+            except Exception as error:  # any error at all fails the test
+                errors.append(error)
+
+    reader = threading.Thread(target=read_in_thread)
+    reader.start()
+    events = list(train(Config(steps=25, **SMALL), load_task("arithmetic"), tmp_path))
+    done.set()
+    reader.join()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    reads, largest, whole = out.split()
+    assert errors == []
+    assert len(counts) > 10 and all(c % 12 == 0 for c in counts)  # only whole steps are ever seen
+    assert int(reads) > 10 and whole == "True"
+    assert len([e for e in events if isinstance(e, StepFinished)]) == 25
+    assert Store(tmp_path).query("SELECT count(*) AS n FROM rollouts")["n"].item() == 25 * 12
+
+
+def test_sigkill_keeps_whole_steps_marks_the_run_interrupted_and_it_resumes(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "train",
+        "--task",
+        "arithmetic",
+        "--workspace",
+        str(tmp_path),
+        "--steps",
+        "500",
+        "--checkpoint-every",
+        "4",
+        "--group-size",
+        "4",
+        "--prompts-per-step",
+        "3",
+        "--max-new-tokens",
+        "8",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (tmp_path / "store.duckdb").exists():
+            steps = run_sql(Store(tmp_path, create=False), "SELECT count(*) AS n FROM steps").frame["n"].item()
+            if steps >= 10:
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    store = Store(tmp_path)  # opens cleanly, replaying DuckDB's WAL
+    (run,) = store.query("SELECT run_id, status FROM runs").itertuples(index=False)
+    assert run.status == "interrupted"
+    per_step = store.query(
+        "SELECT s.step, (SELECT count(*) FROM rollouts r WHERE r.step = s.step) AS rollouts, "
+        "(SELECT count(*) FROM reward_values v WHERE v.step = s.step) AS values FROM steps s ORDER BY s.step"
+    )
+    assert len(per_step) >= 10
+    assert per_step["step"].tolist() == list(range(1, len(per_step) + 1))
+    assert (per_step["rollouts"] == 12).all() and (per_step["values"] == 12).all()
+
+    last_stored = len(per_step)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "train",
+            "--workspace",
+            str(tmp_path),
+            "--resume",
+            run.run_id,
+            "--steps",
+            str(last_stored + 2),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    steps = store.query("SELECT step FROM steps ORDER BY step")["step"].tolist()
+    assert steps == list(range(1, last_stored + 3))
+    assert store.run(run.run_id)["status"] == "finished"
