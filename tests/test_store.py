@@ -56,9 +56,10 @@ def test_named_queries_by_hand(store):
     assert no_signal[["step", "group_id", "prompt"]].values.tolist() == [[2, 1, "3+3="], [1, 0, "1+1="]]
     per_function = named(store, "reward_per_function")
     assert per_function["mean"].tolist() == [0.75, 0.25]
-    same_prompt = named(store, "same_prompt_across_steps")
-    assert same_prompt["prompt"].unique().tolist() == ["1+1="]
-    assert same_prompt["reward_mean"].tolist() == [1.0, 0.5]
+    same_prompt = named(store, "same_prompt_across_steps")  # step 2's prompts, every step they came up
+    assert same_prompt[["prompt", "step", "reward_mean"]].values.tolist() == [
+        ["1+1=", 1, 1.0], ["1+1=", 2, 0.5], ["3+3=", 2, 0.0]
+    ]
     best_worst = named(store, "best_and_worst")
     best, worst = best_worst[best_worst["rank"] == "best"], best_worst[best_worst["rank"] == "worst"]
     assert best["reward"].tolist() == [1.0, 0.0, 0.0, 0.0] and worst["reward"].tolist() == [0.0, 0.0, 0.0, 1.0]

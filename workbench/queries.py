@@ -86,9 +86,11 @@ FROM reward_values WHERE run_id = $run_id GROUP BY step, name ORDER BY step, nam
     ),
     "no_signal_groups": (
         "Groups whose completions all got the same reward: advantage 0, nothing learned",
-        """SELECT step, group_id, any_value(prompt) AS prompt, min(reward) AS reward
-FROM rollouts WHERE run_id = $run_id
-GROUP BY step, group_id HAVING min(reward) = max(reward) ORDER BY step DESC, group_id""",
+        """WITH flat AS (SELECT step, group_id, min(reward) AS reward FROM rollouts WHERE run_id = $run_id
+              GROUP BY step, group_id HAVING min(reward) = max(reward))
+SELECT f.step, f.group_id, r.prompt, f.reward
+FROM flat f JOIN rollouts r ON r.run_id = $run_id AND r.step = f.step AND r.group_id = f.group_id AND r.sample_idx = 0
+ORDER BY f.step DESC, f.group_id""",
     ),
     "best_and_worst": (
         "The five best and five worst completions of the latest step",
@@ -101,28 +103,27 @@ SELECT * FROM (
 ORDER BY rank, CASE WHEN rank = 'best' THEN -reward ELSE reward END""",
     ),
     "suspected_reward_hacking": (
-        "High reward with unusual length (over 2 std from the step's mean) or heavy repetition",
-        """WITH scored AS (
-    SELECT *, (num_tokens - avg(num_tokens) OVER (PARTITION BY step))
-                / nullif(stddev_samp(num_tokens) OVER (PARTITION BY step), 0) AS length_z,
-           len(list_distinct(string_split(completion, ' ')))
-                / greatest(len(string_split(completion, ' ')), 1) AS distinct_word_share,
-           reward >= quantile_cont(reward, 0.9) OVER () AS top_reward
-    FROM rollouts WHERE run_id = $run_id)
-SELECT step, group_id, sample_idx, reward, num_tokens, round(length_z, 2) AS length_z,
-       round(distinct_word_share, 2) AS distinct_word_share, completion
-FROM scored
-WHERE top_reward AND (abs(length_z) > 2 OR (distinct_word_share < 0.5 AND num_tokens >= 8))
+        "Top-10% rewards with an unusual length (over 2 std from the step's mean) or a repeated opening",
+        """WITH lengths AS (SELECT step, avg(num_tokens) AS mean, stddev_samp(num_tokens) AS std
+                 FROM rollouts WHERE run_id = $run_id GROUP BY step),
+     cutoff AS (SELECT quantile_cont(reward, 0.9) AS high FROM rollouts WHERE run_id = $run_id),
+     candidates AS (
+         SELECT r.*, (r.num_tokens - l.mean) / nullif(l.std, 0) AS length_z,
+                length(r.completion) >= 40 AND contains(substr(r.completion, 21), substr(r.completion, 1, 20))
+                    AS repeats_opening
+         FROM rollouts r JOIN lengths l USING (step), cutoff
+         WHERE r.run_id = $run_id AND r.reward >= cutoff.high)
+SELECT step, group_id, sample_idx, reward, num_tokens, round(length_z, 2) AS length_z, repeats_opening, completion
+FROM candidates WHERE abs(length_z) > 2 OR repeats_opening
 ORDER BY step DESC, reward DESC""",
     ),
     "same_prompt_across_steps": (
-        "The most sampled prompt: its mean reward each time it came back",
-        """WITH prompt AS (SELECT prompt FROM rollouts WHERE run_id = $run_id
-                GROUP BY prompt ORDER BY count(DISTINCT step) DESC, prompt LIMIT 1)
-SELECT step, prompt, avg(reward) AS reward_mean, count(*) AS completions,
-       list(completion ORDER BY sample_idx) AS completions_text
-FROM rollouts WHERE run_id = $run_id AND prompt = (SELECT prompt FROM prompt)
-GROUP BY step, prompt ORDER BY step""",
+        "The latest step's prompts: their mean reward each earlier time they were sampled",
+        """WITH latest AS (SELECT DISTINCT prompt FROM rollouts WHERE run_id = $run_id
+                AND step = (SELECT max(step) FROM rollouts WHERE run_id = $run_id))
+SELECT prompt, step, avg(reward) AS reward_mean, count(*) AS completions
+FROM rollouts WHERE run_id = $run_id AND prompt IN (SELECT prompt FROM latest)
+GROUP BY prompt, step ORDER BY prompt, step""",
     ),
     "length_vs_reward": (
         "Completion length against reward",
