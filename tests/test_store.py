@@ -58,7 +58,9 @@ def test_named_queries_by_hand(store):
     assert per_function["mean"].tolist() == [0.75, 0.25]
     same_prompt = named(store, "same_prompt_across_steps")  # step 2's prompts, every step they came up
     assert same_prompt[["prompt", "step", "reward_mean"]].values.tolist() == [
-        ["1+1=", 1, 1.0], ["1+1=", 2, 0.5], ["3+3=", 2, 0.0]
+        ["1+1=", 1, 1.0],
+        ["1+1=", 2, 0.5],
+        ["3+3=", 2, 0.0],
     ]
     best_worst = named(store, "best_and_worst")
     best, worst = best_worst[best_worst["rank"] == "best"], best_worst[best_worst["rank"] == "worst"]
