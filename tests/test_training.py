@@ -170,3 +170,8 @@ def test_a_model_by_local_path_and_chat_prompts(tmp_path):
     (scored,) = [e for e in events if isinstance(e, GroupsScored)]
     assert scored.groups[0].prompt[0]["role"] == "user"
     assert Store(tmp_path).query("SELECT prompt FROM rollouts LIMIT 1")["prompt"].item().startswith("[{")
+
+
+def test_an_unreachable_hub_model_says_which():
+    with pytest.raises(ModelLoadError, match="could not load model 'no-such-org/no-such-model'"):
+        load_policy(Config(model="no-such-org/no-such-model"))
