@@ -12,6 +12,7 @@ import argparse
 import random
 import statistics
 import tempfile
+import threading
 import time
 
 import torch
@@ -42,24 +43,13 @@ def accuracy(policy: Policy, problems: list[tuple[str, str]]) -> float:
 
 def train_for(config: Config, task, minutes: float, workspace: str):
     """Train until the time budget runs out; returns the run id and the steps done."""
-    stop, deadline, steps, run_id = _Flag(), time.monotonic() + 60 * minutes, 0, None
+    stop, deadline, steps, run_id = threading.Event(), time.monotonic() + 60 * minutes, 0, None
     for event in train(config, task, workspace, stop=stop):
         if isinstance(event, StepFinished):
             run_id, steps = event.run_id, event.step
             if time.monotonic() > deadline:
                 stop.set()
     return run_id, steps
-
-
-class _Flag:
-    def __init__(self):
-        self.value = False
-
-    def set(self):
-        self.value = True
-
-    def is_set(self):
-        return self.value
 
 
 def main() -> None:
