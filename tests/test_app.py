@@ -1,0 +1,57 @@
+"""The app as a user starts it: binding rules, and a real run driven through its HTTP API."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from gradio_client import Client
+
+APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
+
+
+def test_binding_off_localhost_needs_a_password(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_PASSWORD"}
+    result = subprocess.run([sys.executable, APP, "--host", "0.0.0.0", "--workspace", str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2 and "--password" in result.stderr
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, APP, "--port", str(port), "--workspace", str(tmp_path)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_start_a_run_and_query_it(app_url):
+    client = Client(app_url, verbose=False)
+    client.predict("arithmetic", "tiny", 3, 4, 2, 8, 5e-4, 0.04, api_name="/start_run")
+    deadline = time.monotonic() + 120
+    message = ""
+    while time.monotonic() < deadline:
+        message, table = client.predict("SELECT step, count(*) AS n FROM rollouts GROUP BY step ORDER BY step",
+                                        api_name="/query")
+        if message == "3 rows":
+            break
+        time.sleep(1)
+    assert message == "3 rows"
+    assert [row[1] for row in table["data"]] == [8, 8, 8]
+    error, _ = client.predict("DROP TABLE rollouts", api_name="/query")
+    assert "read-only" in error
