@@ -39,24 +39,17 @@ WARMUP = 3
 
 def small_model(folder: Path) -> str:
     """A ~25M-parameter Qwen2 with the tiny model's tokenizer, random weights, saved to `folder`."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    from workbench.tiny import build_tokenizer
+    from workbench.tiny import MODEL_SHAPE, build_tokenizer, qwen2_config
 
     if not (folder / "config.json").exists():
         tokenizer = build_tokenizer()
         torch.manual_seed(0)
-        config = Qwen2Config(
-            vocab_size=len(tokenizer),
-            hidden_size=512,
-            intermediate_size=1408,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=8,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=True,
+        shape = MODEL_SHAPE | dict(
+            hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8
         )
+        config = qwen2_config(tokenizer, **shape)
         Qwen2ForCausalLM(config).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return str(folder)

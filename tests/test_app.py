@@ -14,8 +14,13 @@ APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
 
 def test_binding_off_localhost_needs_a_password(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_PASSWORD"}
-    result = subprocess.run([sys.executable, APP, "--host", "0.0.0.0", "--workspace", str(tmp_path)],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, APP, "--host", "0.0.0.0", "--workspace", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 2 and "--password" in result.stderr
 
 
@@ -25,8 +30,12 @@ def app_url(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, APP, "--port", str(port), "--workspace", str(tmp_path)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, APP, "--port", str(port), "--workspace", str(tmp_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -46,8 +55,9 @@ def test_start_a_run_and_query_it(app_url):
     deadline = time.monotonic() + 120
     message = ""
     while time.monotonic() < deadline:
-        message, table = client.predict("SELECT step, count(*) AS n FROM rollouts GROUP BY step ORDER BY step",
-                                        api_name="/query")
+        message, table = client.predict(
+            "SELECT step, count(*) AS n FROM rollouts GROUP BY step ORDER BY step", api_name="/query"
+        )
         if message == "3 rows":
             break
         time.sleep(1)

@@ -66,7 +66,7 @@ def _plain_message(error: duckdb.Error) -> str:
     message = str(error)
     if "read-only mode" in message:
         return "the store is read-only here: queries can read, not change data (" + message + ")"
-    if "file system operations are disabled" in message or "allowed_directories" in message:
+    if "file system operations are disabled" in message:
         return "queries cannot read or write files outside the workspace (" + message + ")"
     return message
 

@@ -1,4 +1,4 @@
-"""One run at a time in a background thread; the UI polls `snapshot()` and never blocks on training."""
+"""One run at a time in a background thread; the UI reads `Runner.snapshot` and never waits on training."""
 
 from __future__ import annotations
 

@@ -4,11 +4,11 @@ Tables (the README documents every column): runs, steps, rollouts, reward_values
 the schema version, and `migrate` brings an older store up to date when it is opened.
 
 How several processes share it. DuckDB lets one process hold a file open for writing, and while it
-does no other process may even read the file (shared/notes/gradio-duckdb.md). So no connection
-lives long: the trainer opens the file read-write for the few milliseconds a step's transaction
-takes, on a background thread (`StepWriter`), and every reader (the app, `workbench query`, a
-notebook in another process) opens it read-only for one query. Either side retries while the other
-holds the lock, so nobody sees a lock error. A step is one transaction: whole or absent, also
+does no other process may even read the file (shared/notes/gradio-duckdb.md). The trainer commits
+steps on a background thread (`StepWriter`) that keeps its connection between steps and lets go of
+it whenever another connection waits for the lock; every reader (the app, `workbench query`, a
+notebook in another process) opens the file read-only for one query. Either side retries while the
+other holds the lock, so nobody sees a lock error. A step is one transaction: whole or absent, also
 after a SIGKILL (DuckDB's WAL replays committed transactions and drops the rest).
 """
 

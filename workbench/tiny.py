@@ -77,18 +77,22 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> None:
-    """Initialise, warm-start and save the tiny model to `path` (atomically: a folder appears whole)."""
-    tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    config = Qwen2Config(
+def qwen2_config(tokenizer: PreTrainedTokenizerFast, **shape) -> Qwen2Config:
+    """A Qwen2 architecture of the given shape around the character tokenizer."""
+    return Qwen2Config(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,
-        **MODEL_SHAPE,
+        **shape,
     )
-    model = Qwen2ForCausalLM(config)
+
+
+def build_tiny_model(path: Path, seed: int = 0) -> None:
+    """Initialise, warm-start and save the tiny model to `path` (atomically: a folder appears whole)."""
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(qwen2_config(tokenizer, **MODEL_SHAPE))
     warm_start(model, tokenizer, random.Random(seed))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     path.parent.mkdir(parents=True, exist_ok=True)

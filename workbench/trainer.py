@@ -62,7 +62,6 @@ def train(
         for step in range(completed + 1, config.steps + 1):
             if stop is not None and stop.is_set():
                 break
-            rng = rng_state()
             started = time.perf_counter()
 
             rows = task.batch(step, config.prompts_per_step, config.seed)  # P prompts
@@ -98,10 +97,10 @@ def train(
             metrics |= update_metrics | timings
             writer.write(*_step_rows(run_id, step, metrics, groups))
             yield StepFinished(run_id, step, metrics)
+            rng = rng_state()  # what the next step starts from
             if step % config.checkpoint_every == 0:
                 writer.flush()  # the store holds every step the checkpoint has
-                save_checkpoint(checkpoint, policy, optimizer, step, rng_state())
-            rng = rng_state()
+                save_checkpoint(checkpoint, policy, optimizer, step, rng)
         status = "finished" if completed == config.steps else "stopped"
     except GeneratorExit:  # the caller closed the generator: keep what is done
         status = "stopped"

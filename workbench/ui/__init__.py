@@ -55,7 +55,11 @@ def build_app(workspace: str) -> gr.Blocks:
 
         def start_run(task_name, model_name, *values):
             try:
-                config = Config.from_dict({"model": model_name, **_numbers(dict(zip(FORM_FIELDS, values)))})
+                empty = [name for name, value in zip(FORM_FIELDS, values) if value is None]
+                if empty:
+                    raise ConfigError(f"{', '.join(empty)} must be given")
+                numbers = {name: type(getattr(defaults, name))(value) for name, value in zip(FORM_FIELDS, values)}
+                config = Config.from_dict({"model": model_name, **numbers})
                 runner.start(config, load_task(task_name))
             except (ConfigError, TaskError, RuntimeError) as error:
                 gr.Warning(str(error))
@@ -78,11 +82,6 @@ def build_app(workspace: str) -> gr.Blocks:
         named.change(named_sql, named, sql)
         run.click(query, sql, [message, result])
     return app
-
-
-def _numbers(values: dict) -> dict:
-    """gr.Number gives floats; integer fields get ints back."""
-    return {k: int(v) if isinstance(getattr(Config(), k), int) else float(v) for k, v in values.items()}
 
 
 def _status(snapshot) -> str:
