@@ -84,7 +84,7 @@ def measure_trl(model: str, steps: int) -> dict:
 
     task = load_task("arithmetic")
     namespace: dict = {}
-    exec(compile(task.reward_source, task.reward_file, "exec"), namespace)
+    exec(compile(task.rewards.text, task.rewards.filename, "exec"), namespace)
     times, lengths = [], []
 
     class Clock(TrainerCallback):

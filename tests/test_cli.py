@@ -56,3 +56,36 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
     assert bad_sql.returncode == 2 and "syntax error" in bad_sql.stderr.lower()
     no_store = cli("query", "--workspace", str(tmp_path / "empty"), "SELECT 1", check=False)
     assert no_store.returncode == 2 and "no store" in no_store.stderr
+
+
+def test_validate_dry_run_a_paused_run_resumed_with_a_fixed_reward_and_rescore(tmp_path):
+    valid = cli("validate", "--task", "arithmetic").stdout
+    assert "reward functions correct" in valid and "'' for '" in valid
+    broken = tmp_path / "broken.py"
+    broken.write_text("def correct(completions, answer):\n    return [0.0] * len(completions)\n")
+    refused = cli("validate", "--task", "arithmetic", "--reward", str(broken), check=False)
+    assert refused.returncode == 2 and "broken.py, line 1): its signature has no **kwargs" in refused.stderr
+
+    dry = cli("dry-run", "--task", "arithmetic", "--prompts", "2", "--group-size", "3").stdout
+    assert "2 groups of 3 completions" in dry and "groups without signal" in dry
+
+    failing = tmp_path / "failing.py"
+    failing.write_text(
+        "def correct(completions, answer, trainer_state, **kwargs):\n"
+        "    if trainer_state.global_step == 1:\n"
+        "        raise RuntimeError('step two')\n"
+        "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n"
+    )
+    workspace = str(tmp_path / "runs")
+    small = ("--group-size", "3", "--prompts-per-step", "2", "--max-new-tokens", "6", "--workspace", workspace)
+    paused = cli("train", "--task", "arithmetic", "--steps", "3", "--reward", str(failing), *small, check=False)
+    assert paused.returncode == 3
+    assert "paused at step 2: reward function correct (" in paused.stderr and "RuntimeError: step two" in paused.stderr
+    run_id = paused.stderr.split("--resume ")[1].split()[0]
+    resumed = cli("train", "--workspace", workspace, "--resume", run_id)  # the task's own reward.py
+    assert f"run {run_id} finished at step 3" in resumed.stderr
+
+    rescored = cli("rescore", run_id, "--workspace", workspace, "--reward", str(failing), "--step", "1").stdout
+    assert "0 of 6 rewards change" in rescored
+    weights = cli("train", "--task", "arithmetic", "--reward-weights", "nope=1", *small, check=False)
+    assert weights.returncode == 2 and "reward_weights names nope" in weights.stderr

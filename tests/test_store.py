@@ -39,7 +39,7 @@ def write_groups(store, run_id, step, groups):
             values.append(key | dict(name="correct", value=reward))
     rewards = [r for _, c in groups for _, r in c]
     step_row = dict(run_id=run_id, step=step, reward_mean=sum(rewards) / len(rewards), reward_function_means="{}")
-    store.write_step(step_row, rollouts, values)
+    store.write_step({"steps": [step_row], "rollouts": rollouts, "reward_values": values})
 
 
 @pytest.fixture
@@ -237,3 +237,23 @@ def test_sigkill_keeps_whole_steps_marks_the_run_interrupted_and_it_resumes(tmp_
     steps = store.query("SELECT step FROM steps ORDER BY step")["step"].tolist()
     assert steps == list(range(1, last_stored + 3))
     assert store.run(run.run_id)["status"] == "finished"
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_rows(tmp_path):
+    v1 = """
+    CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+    INSERT INTO meta VALUES ('schema_version', '1');
+    CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, created_at TIMESTAMP, task VARCHAR, model VARCHAR,
+        config JSON, status VARCHAR, task_path VARCHAR, reward_source VARCHAR, host VARCHAR, pid INTEGER);
+    CREATE TABLE rollouts (run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, prompt VARCHAR,
+        completion VARCHAR, reward DOUBLE, advantage DOUBLE, num_tokens INTEGER, truncated BOOLEAN);
+    INSERT INTO runs VALUES ('old', now(), 'arithmetic', 'tiny', '{}', 'finished', '', '', '', 0);
+    INSERT INTO rollouts VALUES ('old', 1, 0, 0, '1+1=', '2', 1.0, 0.5, 2, false);
+    """
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
+        con.execute(v1)
+    store = Store(tmp_path)
+    assert store.query("SELECT value FROM meta")["value"].item() == "2"
+    row = store.query("SELECT * FROM rollouts").iloc[0]
+    assert row["completion"] == "2" and row["reward_version"] is None and row["extra_columns"] is None
+    assert store.run("old")["error"] is None and store.query("SELECT * FROM reward_versions").empty

@@ -12,7 +12,8 @@ def test_arithmetic_sample_task_loads():
     task = load_task("arithmetic")
     assert task.name == "arithmetic"
     assert task.rows[0].keys() == {"prompt", "answer"}
-    assert "def correct(completions" in task.reward_source
+    assert "def correct(completions" in task.rewards.text
+    assert task.columns == ["answer"]
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet", "txt"])

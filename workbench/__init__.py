@@ -3,27 +3,36 @@
 from workbench import Config, load_task, train
 for event in train(Config(steps=20), load_task("arithmetic"), workspace="runs"):
     print(event)
+
+Names are imported on first use, so `import workbench.rewards` (the reward worker does) stays
+free of torch.
 """
 
-from workbench.config import Config, ConfigError
-from workbench.events import Group, GroupsScored, RunFailed, RunFinished, RunStarted, StepFinished
-from workbench.store import Store
-from workbench.tasks import Task, TaskError, load_prompts, load_task
-from workbench.trainer import train
+import importlib
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "Group",
-    "GroupsScored",
-    "RunFailed",
-    "RunFinished",
-    "RunStarted",
-    "StepFinished",
-    "Store",
-    "Task",
-    "TaskError",
-    "load_prompts",
-    "load_task",
-    "train",
-]
+_EXPORTS = {
+    "workbench.config": ["Config", "ConfigError"],
+    "workbench.events": [
+        "Group",
+        "GroupsScored",
+        "RunFailed",
+        "RunFinished",
+        "RunPaused",
+        "RunStarted",
+        "StepFinished",
+    ],
+    "workbench.store": ["Store"],
+    "workbench.tasks": ["Task", "TaskError", "load_prompts", "load_task"],
+    "workbench.trainer": ["train"],
+    "workbench.scoring": ["RewardError", "RewardSource", "validate_rewards", "try_rewards"],
+    "workbench.dry_run": ["dry_run"],
+    "workbench.rescore": ["rescore"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -1,4 +1,7 @@
-"""`python -m workbench train | query`: the engine headless. Every config field is a flag."""
+"""`python -m workbench train | validate | dry-run | rescore | query`: the engine headless.
+
+Every config field is a flag.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ import typing
 from tqdm.auto import tqdm
 
 from workbench.config import Config, ConfigError, field_docs
-from workbench.events import GroupsScored, RunFailed, RunFinished, RunStarted, StepFinished
+from workbench.dry_run import dry_run
+from workbench.events import GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
 from workbench.policy import ModelLoadError
 from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
-from workbench.rewards import RewardError
+from workbench.rescore import rescore
+from workbench.scoring import PROBE_COMPLETIONS, RewardError, RewardSource, validate_rewards
 from workbench.store import Store, StoreError
 from workbench.tasks import TaskError, load_task, sample_task_names
 from workbench.trainer import train
@@ -43,9 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser = commands.add_parser("train", help="train headless with a progress bar")
     train_parser.add_argument("--task", help=f"a sample task ({', '.join(sample_task_names())}) or a task folder")
     train_parser.add_argument("--workspace", default="runs", help="folder of the store and checkpoints")
-    train_parser.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or failed run")
+    train_parser.add_argument("--resume", metavar="RUN_ID", help="continue a stopped, paused or failed run")
+    _add_reward_flag(train_parser)
     _add_config_flags(train_parser)
     train_parser.set_defaults(command=run_train)
+
+    validate_parser = commands.add_parser("validate", help="check a task's reward functions before training")
+    validate_parser.add_argument("--task", required=True, help="a sample task or a task folder (its prompts)")
+    _add_reward_flag(validate_parser)
+    _add_config_flags(validate_parser)
+    validate_parser.set_defaults(command=run_validate)
+
+    dry_parser = commands.add_parser("dry-run", help="sample groups from the base model and score them")
+    dry_parser.add_argument("--task", required=True, help="a sample task or a task folder")
+    dry_parser.add_argument("--prompts", type=int, default=8, help="how many prompts to sample a group for")
+    _add_reward_flag(dry_parser)
+    _add_config_flags(dry_parser)
+    dry_parser.set_defaults(command=run_dry_run)
+
+    rescore_parser = commands.add_parser("rescore", help="score a past run's rollouts with an edited reward")
+    rescore_parser.add_argument("run_id", help="the run to rescore")
+    rescore_parser.add_argument("--reward", required=True, metavar="FILE", help="the edited reward file")
+    rescore_parser.add_argument("--step", type=int, help="only this step (default: every stored step)")
+    rescore_parser.add_argument("--workspace", default="runs", help="folder of the store")
+    rescore_parser.set_defaults(command=run_rescore)
 
     query_parser = commands.add_parser("query", help="run SQL on a workspace's store")
     query_parser.add_argument(
@@ -56,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     query_parser.add_argument("--max-rows", type=int, default=MAX_ROWS, help="print at most this many rows")
     query_parser.set_defaults(command=run_query)
     return parser
+
+
+def _add_reward_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reward", metavar="FILE", help="score with this reward file instead of the task's reward.py")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +101,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
         elif kind == tuple[str, ...]:
             group.add_argument(flag, dest=field.name, nargs="+", help=help_text)
+        elif kind == dict[str, float]:
+            group.add_argument(flag, dest=field.name, nargs="+", type=_weight, metavar="NAME=WEIGHT", help=help_text)
         else:
             group.add_argument(flag, dest=field.name, type=kind, help=help_text)
 
@@ -81,8 +113,22 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Conf
     for field in dataclasses.fields(Config):
         given = getattr(args, field.name)
         if given is not None:
-            values[field.name] = given
+            values[field.name] = dict(given) if field.name == "reward_weights" else given
     return Config.from_dict(values)
+
+
+def _weight(text: str) -> tuple[str, float]:
+    name, _, weight = text.partition("=")
+    try:
+        return name, float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=WEIGHT, e.g. correct=1.0") from None
+
+
+def _task(args: argparse.Namespace, name: str):
+    """The task, scored by --reward when given."""
+    task = load_task(name)
+    return task.with_rewards(RewardSource.from_file(args.reward)) if args.reward else task
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -92,12 +138,12 @@ def run_train(args: argparse.Namespace) -> int:
         if run is None:
             raise TaskError(f"no run {args.resume!r} in workspace {args.workspace}")
         config = config_from_args(args, json.loads(run["config"]))
-        task = load_task(args.task or run["task_path"])
+        task = _task(args, args.task or run["task_path"])
     else:
         if not args.task:
             raise TaskError("--task is required: a sample task name or a task folder")
         config = config_from_args(args)
-        task = load_task(args.task)
+        task = _task(args, args.task)
     stop = threading.Event()
     _stop_on_first_ctrl_c(stop)
     events = train(config, task, args.workspace, resume=args.resume, stop=stop)
@@ -122,6 +168,16 @@ def _follow(events, config: Config, workspace: str) -> int:
                 f"run {event.run_id} {event.status} at step {event.step}; adapter in {event.checkpoint}",
                 file=sys.stderr,
             )
+        elif isinstance(event, RunPaused):
+            if bar:
+                bar.close()
+            print(
+                f"run {event.run_id} paused at step {event.step}: {event.failure.explain()}\n\n"
+                f"fix the reward, then resume from step {event.step} with: "
+                f"python -m workbench train --workspace {workspace} --resume {event.run_id} [--reward FILE]",
+                file=sys.stderr,
+            )
+            return 3
         elif isinstance(event, RunFailed):
             if bar:
                 bar.close()
@@ -147,6 +203,28 @@ def _stop_on_first_ctrl_c(stop: threading.Event) -> None:
         print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, handler)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    task = _task(args, args.task)
+    scores = validate_rewards(task.rewards, task.rows, config_from_args(args))
+    print(f"{task.rewards.filename}: reward functions {', '.join(scores.values)}")
+    probes = [(row["prompt"], completion) for row in task.rows[:2] for completion in PROBE_COMPLETIONS]
+    for i, (prompt, completion) in enumerate(probes):
+        values = ", ".join(f"{name}={v[i]}" for name, v in scores.values.items())
+        print(f"  {completion!r} for {prompt!r}: reward {scores.rewards[i]:g} ({values})")
+    return 0
+
+
+def run_dry_run(args: argparse.Namespace) -> int:
+    task = _task(args, args.task)
+    print(dry_run(config_from_args(args), task, num_prompts=args.prompts).report())
+    return 0
+
+
+def run_rescore(args: argparse.Namespace) -> int:
+    print(rescore(args.workspace, args.run_id, RewardSource.from_file(args.reward), step=args.step).report())
+    return 0
 
 
 def run_query(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ import dataclasses
 import functools
 import inspect
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,14 @@ class Config:
     max_grad_norm: float = 1.0
     """clip the adapter's gradient norm to this (0 turns clipping off)"""
 
+    # rewards
+    reward_weights: dict[str, float] = field(default_factory=dict)
+    """weight of each reward function by name, e.g. {'correct': 1.0, 'format_reward': 0.2}; unnamed ones weigh 1.0"""
+    reward_time_limit: float = 5.0
+    """seconds one reward function may take on one step's completions before the run pauses"""
+    reward_memory_mb: int = 4096
+    """address-space limit of the process that runs reward code, in MiB (0: no limit)"""
+
     # run
     steps: int = 60
     """optimizer steps to train for (a resumed run continues up to this step)"""
@@ -98,6 +107,17 @@ class Config:
         _one_of(self, "loss_type", ("grpo", "dapo"))
         _one_of(self, "precision", ("auto", "bf16", "fp32"))
         _one_of(self, "device", ("auto", "cpu", "cuda"))
+        if not self.reward_time_limit > 0:
+            raise ConfigError(f"reward_time_limit must be greater than 0 seconds, got {self.reward_time_limit}")
+        if not isinstance(self.reward_memory_mb, int) or self.reward_memory_mb < 0:
+            raise ConfigError(
+                f"reward_memory_mb must be 0 (no limit) or a number of MiB, got {self.reward_memory_mb!r}"
+            )
+        if not isinstance(self.reward_weights, dict):
+            raise ConfigError(f"reward_weights must map reward function names to weights, got {self.reward_weights!r}")
+        for name, weight in self.reward_weights.items():
+            if not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise ConfigError(f"reward_weights[{name!r}] must be a finite number, got {weight!r}")
         if not self.lora_target_modules:
             raise ConfigError("lora_target_modules must name at least one module, or 'all-linear'")
 
@@ -139,6 +159,8 @@ def _one_of(config: Config, name: str, choices: tuple[str, ...]) -> None:
 
 
 def _plain(value):
+    if isinstance(value, dict):
+        return dict(value)
     return list(value) if isinstance(value, tuple) else value
 
 

@@ -35,6 +35,7 @@ class GroupsScored:
     run_id: str
     step: int
     groups: list[Group]
+    reward_output: dict[str, str] = field(default_factory=dict)  # what each reward function printed
 
 
 @dataclass(frozen=True)
@@ -60,4 +61,41 @@ class RunFailed:
     traceback: str = field(repr=False)
 
 
-Event = RunStarted | GroupsScored | StepFinished | RunFinished | RunFailed
+@dataclass(frozen=True)
+class RewardFailure:
+    """Why reward code could not score: which function, where, on which completion, and its traceback."""
+
+    function: str | None  # None when the source itself failed (syntax, import, no reward function)
+    problem: str  # one line: what went wrong
+    location: str = ""  # 'reward.py, line 12'
+    completion_index: int | None = None  # in the batch the function was called on
+    completion: str | None = None
+    prompt: str | list[dict] | None = None
+    traceback: str = ""  # user frames only
+    output: str = ""  # what the reward code printed before it failed
+
+    def explain(self) -> str:
+        """The failure as a user reads it: the problem first, then the evidence."""
+        who = f"reward function {self.function}" if self.function else "the reward source"
+        where = f" ({self.location})" if self.location else ""
+        lines = [f"{who}{where}: {self.problem}"]
+        if self.completion is not None:
+            lines.append(f"on completion {self.completion_index}: {self.completion!r}")
+            lines.append(f"of prompt: {self.prompt!r}")
+        if self.traceback:
+            lines.append(self.traceback.rstrip())
+        if self.output:
+            lines.append("it printed:\n" + self.output.rstrip())
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RunPaused:
+    """A reward function failed on this step: nothing of it is stored; fix the reward and resume."""
+
+    run_id: str
+    step: int  # the step to redo; steps before it are stored and checkpointed
+    failure: RewardFailure
+
+
+Event = RunStarted | GroupsScored | StepFinished | RunFinished | RunFailed | RunPaused

@@ -25,6 +25,10 @@ class Rollouts:
     def num_tokens(self) -> Tensor:
         return self.completion_mask.sum(dim=1)  # (B,)
 
+    def completion_id_lists(self) -> list[list[int]]:
+        """Each completion's token ids up to and including its EOS, as TRL gives reward functions."""
+        return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids, self.completion_mask)]
+
     def select(self, rows: slice) -> Rollouts:
         """A micro-batch, trimmed to its own longest completion and prompt."""
         completion_mask = self.completion_mask[rows]

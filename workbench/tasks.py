@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import random
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from workbench.scoring import RewardSource, columns_of
 
 SAMPLE_TASKS = Path(__file__).resolve().parent.parent / "sample_tasks"
 PROMPT_FILES = ("prompts.jsonl", "prompts.csv", "prompts.parquet", "prompts.txt")
@@ -23,8 +26,16 @@ class Task:
     name: str
     folder: str
     rows: list[dict]  # each has 'prompt' (str or chat messages) and any extra columns
-    reward_source: str
-    reward_file: str
+    rewards: RewardSource
+
+    @property
+    def columns(self) -> list[str]:
+        """The dataset columns reward functions receive as keyword lists."""
+        return columns_of(self.rows)
+
+    def with_rewards(self, rewards: RewardSource) -> Task:
+        """The same prompts scored by another reward source (an edited file, the editor's text)."""
+        return dataclasses.replace(self, rewards=rewards)
 
     def batch(self, step: int, prompts_per_step: int, seed: int) -> list[dict]:
         """The P rows of a step: epochs of seeded shuffles, a pure function of (seed, step).
@@ -64,7 +75,7 @@ def load_task(name_or_path: str | Path) -> Task:
     if not reward_file.exists():
         raise TaskError(f"task folder {folder} has no reward.py")
     rows = load_prompts(prompt_files[0])
-    return Task(folder.name, str(folder.resolve()), rows, reward_file.read_text(), str(reward_file))
+    return Task(folder.name, str(folder.resolve()), rows, RewardSource.from_file(reward_file))
 
 
 def load_prompts(path: str | Path) -> list[dict]:

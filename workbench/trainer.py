@@ -1,13 +1,14 @@
 """train(config, task, workspace) -> events: the GRPO loop, top to bottom.
 
-Each step: sample P prompts -> sample a group of G completions per prompt -> score them ->
-group advantages -> update the LoRA adapter on the clipped surrogate with the KL penalty ->
+Each step: sample P prompts -> sample a group of G completions per prompt -> score them (in the
+reward worker) -> group advantages -> update the LoRA adapter on the clipped surrogate with the KL penalty ->
 store the step and yield its events. The math is in workbench.grpo; this file is the order.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import secrets
 import time
 import traceback
@@ -15,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -27,10 +29,20 @@ from workbench.checkpoint import (
     set_rng_state,
 )
 from workbench.config import Config
-from workbench.events import Event, Group, GroupsScored, RunFailed, RunFinished, RunStarted, StepFinished
+from workbench.events import (
+    Event,
+    Group,
+    GroupsScored,
+    RewardFailure,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunStarted,
+    StepFinished,
+)
 from workbench.policy import Policy, load_policy
-from workbench.rewards import load_reward_functions, score, total_rewards
 from workbench.rollout import Rollouts, sample_groups
+from workbench.scoring import RewardError, RewardSource, Scorer, Scores
 from workbench.store import StepWriter, Store
 from workbench.tasks import Task
 
@@ -42,46 +54,51 @@ def train(
     *,
     resume: str | None = None,
     stop=None,
+    new_rewards: queue.Queue | None = None,
 ) -> Iterator[Event]:
     """Train, yielding events; `resume` continues a run by id; `stop.is_set()` ends it after a step.
 
     Every step is stored in `<workspace>/store.duckdb`; the adapter is checkpointed every
-    `config.checkpoint_every` steps and whenever the run ends, however it ends.
+    `config.checkpoint_every` steps and whenever the run ends, however it ends. A reward source
+    put on `new_rewards` scores from the next step on. Reward code that fails pauses the run
+    (`RunPaused`): the failed step is not stored, and resuming redoes it.
     """
     store = Store(workspace)
-    reward_functions = load_reward_functions(task.reward_source, task.reward_file)
-    policy = load_policy(config)
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=config.learning_rate)
-    run_id, completed = _open_run(store, workspace, config, task, resume, policy, optimizer)
-    checkpoint = checkpoint_folder(workspace, run_id)
+    with Scorer(task.rewards, task.columns, config) as scorer:
+        scorer.probe(task.rows)  # reward code is checked before any training
+        policy = load_policy(config)
+        optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=config.learning_rate)
+        run_id, completed = _open_run(store, workspace, config, task, resume, policy, optimizer)
+        yield from _steps(config, task, store, scorer, policy, optimizer, run_id, completed, stop, new_rewards)
+
+
+def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, stop, new_rewards) -> Iterator[Event]:
+    """The loop: one GRPO step per iteration, stored whole; the run's status set however it ends."""
+    checkpoint = checkpoint_folder(store.workspace, run_id)
     rng = rng_state()  # at the start of step completed + 1: what a checkpoint keeps
     writer = StepWriter(store)  # commits each step on a background thread
-    status = "failed"
+    unrecorded = scorer.source  # the reward version the store may not have yet
+    status, error = "failed", None
     yield RunStarted(run_id, task.name, config.model, config.to_dict(), completed + 1)
     try:
         for step in range(completed + 1, config.steps + 1):
             if stop is not None and stop.is_set():
                 break
+            if new_rewards is not None and not new_rewards.empty():
+                scorer.load(new_rewards.get())  # a swapped reward scores from this step on
+                unrecorded = scorer.source
             started = time.perf_counter()
 
             rows = task.batch(step, config.prompts_per_step, config.seed)  # P prompts
-            rollouts = sample_groups(  # G completions each, B = P * G
-                policy,
-                [policy.encode_prompt(r["prompt"]) for r in rows],
-                config.group_size,
-                config.max_new_tokens,
-                config.temperature,
-                config.top_p,
-            )
+            rollouts = sample(policy, rows, config)  # G completions each, B = P * G
             sampled = time.perf_counter()
 
-            group_rows = [row for row in rows for _ in range(config.group_size)]  # (B,)
-            reward_values = score(reward_functions, group_rows, rollouts.completions)
-            rewards = torch.tensor(total_rewards(reward_functions, reward_values))  # (B,)
+            scores = score(scorer, rows, rollouts, config, step)
+            rewards = torch.tensor(scores.rewards)  # (B,)
             advantages = grpo.group_advantages(rewards, config.group_size, config.scale_rewards)
             scored = time.perf_counter()
-            groups = _groups(rows, rollouts, rewards, reward_values, advantages, config.group_size)
-            yield GroupsScored(run_id, step, groups)
+            groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
+            yield GroupsScored(run_id, step, groups, scores.output)
 
             update_metrics = update(policy, optimizer, rollouts, advantages.to(policy.device), config)
             completed = step
@@ -93,9 +110,10 @@ def train(
                 seconds_score=scored - sampled,
                 seconds_update=finished - scored,
             )
-            metrics = step_metrics(rewards, reward_values, rollouts, config.group_size)
+            metrics = step_metrics(rewards, scores.values, rollouts, config.group_size)
             metrics |= update_metrics | timings
-            writer.write(*_step_rows(run_id, step, metrics, groups))
+            writer.write(_step_rows(run_id, step, metrics, groups, rows, rollouts, scores, unrecorded, scorer.source))
+            unrecorded = None
             yield StepFinished(run_id, step, metrics)
             rng = rng_state()  # what the next step starts from
             if step % config.checkpoint_every == 0:
@@ -105,15 +123,39 @@ def train(
     except GeneratorExit:  # the caller closed the generator: keep what is done
         status = "stopped"
         raise
-    except Exception as error:
-        yield RunFailed(run_id, completed + 1, f"{type(error).__name__}: {error}", traceback.format_exc())
+    except RewardError as reward_error:  # reward code failed: pause, so that a fixed reward redoes this step
+        failure = getattr(reward_error, "failure", None) or RewardFailure(None, str(reward_error))
+        status, error = "paused", failure.explain()
+        yield RunPaused(run_id, completed + 1, failure)
+    except Exception as exception:
+        error = f"{type(exception).__name__}: {exception}"
+        yield RunFailed(run_id, completed + 1, error, traceback.format_exc())
     finally:
         writer.close()
         if completed > 0:
             save_checkpoint(checkpoint, policy, optimizer, completed, rng)
-        store.set_status(run_id, status)
-    if status != "failed":
+        store.set_status(run_id, status, error)
+    if status in ("finished", "stopped"):
         yield RunFinished(run_id, completed, status, str(checkpoint))
+
+
+def sample(policy: Policy, rows: list[dict], config: Config) -> Rollouts:
+    """A group of G completions for each row's prompt, group by group: B = P x G."""
+    return sample_groups(
+        policy,
+        [policy.encode_prompt(row["prompt"]) for row in rows],
+        config.group_size,
+        config.max_new_tokens,
+        config.temperature,
+        config.top_p,
+    )
+
+
+def score(scorer: Scorer, rows: list[dict], rollouts: Rollouts, config: Config, step: int) -> Scores:
+    """The reward functions' values for every completion of the step (in the reward worker)."""
+    group_rows = [row for row in rows for _ in range(config.group_size)]  # (B,)
+    trainer_state = SimpleNamespace(global_step=step - 1, max_steps=config.steps)  # TRL's names
+    return scorer.score(group_rows, rollouts.completions, rollouts.completion_id_lists(), trainer_state)
 
 
 def update(
@@ -197,7 +239,7 @@ def step_metrics(rewards: torch.Tensor, reward_values: dict, rollouts: Rollouts,
     }
 
 
-def _groups(rows, rollouts: Rollouts, rewards, reward_values, advantages, group_size) -> list[Group]:
+def make_groups(rows: list[dict], rollouts: Rollouts, scores: Scores, advantages, group_size: int) -> list[Group]:
     groups = []
     for g, row in enumerate(rows):
         i = slice(g * group_size, (g + 1) * group_size)
@@ -206,8 +248,8 @@ def _groups(rows, rollouts: Rollouts, rewards, reward_values, advantages, group_
                 group_id=g,
                 prompt=row["prompt"],
                 completions=rollouts.completions[i],
-                rewards=rewards[i].tolist(),
-                reward_values={name: values[i] for name, values in reward_values.items()},
+                rewards=scores.rewards[i],
+                reward_values={name: values[i] for name, values in scores.values.items()},
                 advantages=advantages[i].tolist(),
                 num_tokens=rollouts.num_tokens[i].tolist(),
                 truncated=rollouts.truncated[i].tolist(),
@@ -216,20 +258,32 @@ def _groups(rows, rollouts: Rollouts, rewards, reward_values, advantages, group_
     return groups
 
 
-def _step_rows(run_id: str, step: int, metrics: dict, groups: list[Group]) -> tuple[dict, list, list]:
-    """The step's rows for the store's steps, rollouts and reward_values tables."""
+def _step_rows(
+    run_id: str,
+    step: int,
+    metrics: dict,
+    groups: list[Group],
+    rows: list[dict],
+    rollouts: Rollouts,
+    scores: Scores,
+    unrecorded: RewardSource | None,
+    source: RewardSource,
+) -> dict[str, list[dict]]:
+    """The step's rows for each table of the store."""
     step_row = {
         **metrics,
         "run_id": run_id,
         "step": step,
         "reward_function_means": json.dumps(metrics["reward_function_means"]),
     }
-    rollouts, values = [], []
-    for group in groups:
+    completion_ids = rollouts.completion_id_lists()
+    stored, values = [], []
+    for group, row in zip(groups, rows):
         prompt = group.prompt if isinstance(group.prompt, str) else json.dumps(group.prompt)
+        extra_columns = json.dumps({k: v for k, v in row.items() if k != "prompt"}, default=str)
         for k, completion in enumerate(group.completions):
             key = dict(run_id=run_id, step=step, group_id=group.group_id, sample_idx=k)
-            rollouts.append(
+            stored.append(
                 key
                 | dict(
                     prompt=prompt,
@@ -238,10 +292,25 @@ def _step_rows(run_id: str, step: int, metrics: dict, groups: list[Group]) -> tu
                     advantage=group.advantages[k],
                     num_tokens=group.num_tokens[k],
                     truncated=group.truncated[k],
+                    reward_version=source.version,
+                    completion_ids=completion_ids[len(stored)],
+                    extra_columns=extra_columns,
                 )
             )
             values += [key | dict(name=name, value=v[k]) for name, v in group.reward_values.items()]
-    return step_row, rollouts, values
+    logs = [dict(run_id=run_id, step=step, name=name, output=text) for name, text in scores.output.items()]
+    versions = (
+        []
+        if unrecorded is None
+        else [dict(version=unrecorded.version, filename=unrecorded.filename, source=unrecorded.text)]
+    )
+    return {
+        "steps": [step_row],
+        "rollouts": stored,
+        "reward_values": values,
+        "reward_logs": logs,
+        "reward_versions": versions,
+    }
 
 
 def _open_run(
@@ -250,7 +319,7 @@ def _open_run(
     """A new run (id, 0), or a resumed one restored from its checkpoint (id, last step)."""
     if resume is None:
         run_id = f"{task.name}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-        store.create_run(run_id, task.name, task.folder, config.model, config.to_dict(), task.reward_source)
+        store.create_run(run_id, task.name, task.folder, config.model, config.to_dict(), task.rewards.text)
         return run_id, 0
     if store.run(resume) is None:
         raise ValueError(f"no run {resume!r} in workspace {workspace}")

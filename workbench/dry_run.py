@@ -1,0 +1,127 @@
+"""Dry-run a reward: sample real groups from the current policy, score them, and see whether GRPO would learn.
+
+GRPO learns only from groups whose rewards differ: a group whose G completions all get the same
+reward has every advantage 0 and adds nothing to the gradient. The dry-run samples a group for a
+handful of prompts (the first prompts a run would see), scores them in the reward worker, and
+reports each function's distribution, each group's mean, std and advantages, and the fraction of
+groups without signal, with a warning when it is most of them. No step is stored; nothing trains.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from workbench import grpo
+from workbench.config import Config
+from workbench.events import Group
+from workbench.policy import Policy, load_policy
+from workbench.scoring import RewardSource, Scorer
+from workbench.tasks import Task
+from workbench.trainer import make_groups, sample, score
+
+NO_SIGNAL_WARNING = 0.5  # warn when at least this fraction of groups has all-equal rewards
+
+
+@dataclass(frozen=True)
+class DryRun:
+    groups: list[Group]
+    seconds: float  # sampling and scoring, without loading the model
+
+    @property
+    def frac_zero_std(self) -> float:
+        """Fraction of groups whose rewards are all equal: they give GRPO no learning signal."""
+        return sum(map(_no_signal, self.groups)) / len(self.groups)
+
+    def function_stats(self) -> pd.DataFrame:
+        """Each reward function's distribution over all completions (None values not counted)."""
+        stats = []
+        for name in self.groups[0].reward_values:
+            values = pd.Series([v for g in self.groups for v in g.reward_values[name]], dtype="float64")
+            stats.append(
+                dict(
+                    function=name,
+                    mean=values.mean(),
+                    std=values.std(),
+                    min=values.min(),
+                    max=values.max(),
+                    distinct=values.nunique(),
+                    scored=values.notna().mean(),
+                )
+            )
+        return pd.DataFrame(stats)
+
+    def group_stats(self) -> pd.DataFrame:
+        """Each group's prompt, reward mean and std (Bessel-corrected, as the advantages use), and advantages."""
+        return pd.DataFrame(
+            [
+                dict(
+                    group_id=g.group_id,
+                    prompt=g.prompt,
+                    reward_mean=pd.Series(g.rewards).mean(),
+                    reward_std=pd.Series(g.rewards).std(),
+                    no_signal=_no_signal(g),
+                    advantages=[round(a, 3) for a in g.advantages],
+                )
+                for g in self.groups
+            ]
+        )
+
+    @property
+    def warning(self) -> str | None:
+        """A plain-language warning when most groups give no learning signal, else None."""
+        flat = [g for g in self.groups if _no_signal(g)]
+        if len(flat) / len(self.groups) < NO_SIGNAL_WARNING:
+            return None
+        values = sorted({g.rewards[0] for g in flat})
+        same = f"the same reward ({', '.join(f'{v:g}' for v in values[:4])})"
+        return (
+            f"{len(flat)} of {len(self.groups)} groups gave all their completions {same}: GRPO learns nothing "
+            "from those groups, because every advantage in them is 0. Give partial credit (a finer-grained "
+            "reward), choose prompts the model sometimes solves, or raise group_size or temperature."
+        )
+
+    def report(self) -> str:
+        """The whole dry-run as text, for the CLI and notebooks."""
+        lines = [
+            f"{len(self.groups)} groups of {len(self.groups[0].completions)} completions, "
+            f"sampled and scored in {self.seconds:.2f} s",
+            "",
+            self.function_stats().to_string(index=False, float_format=lambda x: f"{x:.3f}"),
+            "",
+            self.group_stats().to_string(index=False, float_format=lambda x: f"{x:.3f}"),
+            "",
+            f"groups without signal (all rewards equal): {self.frac_zero_std:.0%}",
+        ]
+        if self.warning:
+            lines.append(f"warning: {self.warning}")
+        return "\n".join(lines)
+
+
+def dry_run(
+    config: Config,
+    task: Task,
+    rewards: RewardSource | None = None,
+    num_prompts: int = 8,
+    policy: Policy | None = None,
+) -> DryRun:
+    """Sample `config.group_size` completions for the task's first `num_prompts` prompts and score them.
+
+    `rewards` defaults to the task's own; `policy` (a loaded one, e.g. mid-run) defaults to the base model.
+    """
+    rows = task.batch(1, num_prompts, config.seed)  # the prompts a run's first step sees
+    with Scorer(rewards or task.rewards, task.columns, config) as scorer:
+        policy = policy or load_policy(config)
+        started = time.perf_counter()
+        rollouts = sample(policy, rows, config)
+        scores = score(scorer, rows, rollouts, config, step=1)
+    advantages = grpo.group_advantages(torch.tensor(scores.rewards), config.group_size, config.scale_rewards)
+    groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
+    return DryRun(groups, time.perf_counter() - started)
+
+
+def _no_signal(group: Group) -> bool:
+    return len(set(group.rewards)) == 1
