@@ -144,7 +144,11 @@ class Scorer:
         self.columns = list(columns)
         self.worker = RewardWorker(self.config.reward_memory_mb)
         self._batch: tuple | None = None
-        self.load(source)
+        try:
+            self.load(source)
+        except RewardError:
+            self.close()  # no worker outlives a source that was refused
+            raise
 
     def load(self, source: RewardSource) -> None:
         """Load (or swap in) a source: its syntax, functions, signatures and the weights are checked here."""
