@@ -5,7 +5,8 @@
 1. Trains the tiny model for --steps steps (8 prompts x 8 completions) and times every step's
    commit on the writer thread against the step's duration (medians).
 2. Fills a fresh store with --rollouts synthetic rollouts (64 per step, 5,000 distinct 200-character prompts,
-   completions of 20 to 260 characters, two reward functions), reports its size on disk, and times
+   completions of 20 to 260 characters with a token id per character, an answer column, two reward
+   functions), reports its size on disk, and times
    each named query through `run_sql` (connection included; median of 5).
 """
 
@@ -63,17 +64,24 @@ def write_share(steps: int) -> None:
 def fill(store: Store, rollouts: int) -> None:
     steps = rollouts // 64
     with store.connect(read_only=False) as con:
-        con.execute("INSERT INTO runs VALUES ('bench', now(), 'arithmetic', 'tiny', '{}', 'finished', '', '', '', 0)")
+        con.execute(
+            "INSERT INTO runs (run_id, created_at, task, model, config, status) VALUES "
+            "('bench', now(), 'arithmetic', 'tiny', '{}', 'finished')"
+        )
         # varied text (md5 digests, so no completion repeats itself) of 20 to 260 characters;
-        # rewards spread over [0, 1); one completion in 1,000 repeats a phrase, as a hacked reward would
+        # rewards spread over [0, 1); one completion in 1,000 repeats a phrase, as a hacked reward would;
+        # token ids one per character, as the tiny model's, and an answer column per prompt
         con.execute(f"""INSERT INTO rollouts
-            SELECT 'bench', s, g, k, 'prompt ' || (s * 8 + g) % 5000 || ' ' || repeat('x', 190),
+            SELECT *, '0123456789ab', list_transform(range(length(completion)), lambda i: (i * 7 + step) % 50),
+                   '{{"answer": "' || (step * 8 + group_id) % 200 || '"}}'
+            FROM (SELECT 'bench', s, g, k, 'prompt ' || (s * 8 + g) % 5000 || ' ' || repeat('x', 190),
                    CASE WHEN (s * 8 + g) % 125 = 0 AND k = 0 THEN repeat('the answer is 42. ', 12)
                         ELSE substr(md5(s || '-' || g || '-' || k) || md5(k || '+' || s) || md5(g || '*' || s)
                              || md5(s || '/' || k) || md5(k || '%' || g) || md5(s || '#' || g)
                              || md5(g || '@' || k) || md5(s || '!' || k || g), 1, 20 + (s * 13 + k * 7) % 240) END,
                    ((s * 31 + g * 17 + k * 7) % 100) / 100.0, 0.0, 5 + (s * 13 + k * 7) % 60, (s + k) % 17 = 0
-            FROM range(1, {steps} + 1) t(s), range(8) u(g), range(8) v(k)""")
+            FROM range(1, {steps} + 1) t(s), range(8) u(g), range(8) v(k)) AS r(run_id, step, group_id, sample_idx,
+                 prompt, completion, reward, advantage, num_tokens, truncated)""")
         con.execute("""INSERT INTO reward_values
             SELECT run_id, step, group_id, sample_idx, name, reward
             FROM rollouts, (VALUES ('correct'), ('format')) f(name)""")
