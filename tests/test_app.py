@@ -7,7 +7,9 @@ import sys
 import time
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
+
+from workbench.tasks import load_task
 
 APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
 
@@ -51,7 +53,8 @@ def app_url(tmp_path):
 
 def test_start_a_run_and_query_it(app_url):
     client = Client(app_url, verbose=False)
-    client.predict("arithmetic", "tiny", 3, 4, 2, 8, 5e-4, 0.04, api_name="/start_run")
+    reward = load_task("arithmetic").rewards.text
+    client.predict(reward, "tiny", 3, 4, 2, 8, 5e-4, 0.04, api_name="/start_run")
     deadline = time.monotonic() + 120
     message = ""
     while time.monotonic() < deadline:
@@ -65,3 +68,34 @@ def test_start_a_run_and_query_it(app_url):
     assert [row[1] for row in table["data"]] == [8, 8, 8]
     error, _ = client.predict("DROP TABLE rollouts", api_name="/query")
     assert "read-only" in error
+
+
+def test_upload_validate_try_and_dry_run_a_reward(app_url, tmp_path):
+    client = Client(app_url, verbose=False)
+    good = (
+        "def exact(completions, answer, **kwargs):\n"
+        "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n"
+    )
+    valid = client.predict(good, api_name="/validate_reward")
+    assert valid.startswith("**Valid:** reward functions exact") and "&#x27;The answer is 42.&#x27;" in valid
+    broken = client.predict("def exact(completions):\n    return []\n", api_name="/validate_reward")
+    assert "Not valid" in broken and "exact (reward.py, line 1): its signature has no **kwargs" in broken
+
+    prompts = tmp_path / "capitals.jsonl"
+    prompts.write_text(
+        '{"prompt": "Capital of France?", "answer": "Paris"}\n{"prompt": "Capital of Peru?", "answer": "Lima"}\n'
+    )
+    message, preview = client.predict(handle_file(str(prompts)), api_name="/upload_prompts")
+    assert "**capitals**: 2 prompts; columns passed to rewards: answer" in message
+    assert [row[0] for row in preview["data"]] == ["Capital of France?", "Capital of Peru?"]
+    assert "reward **1**" in client.predict(good, " Paris", api_name="/try_reward")  # the uploaded first row
+    assert "reward **0**" in client.predict(good, "Lyon", api_name="/try_reward")
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    refused, _ = client.predict(handle_file(str(bad)), api_name="/upload_prompts")
+    assert "Upload refused" in refused and "bad.jsonl, line 2: not valid JSON" in refused
+
+    constant = "def same(completions, **kwargs):\n    return [1.0] * len(completions)\n"
+    note, report = client.predict(constant, "tiny", 3, 4, 2, 8, 5e-4, 0.04, api_name="/dry_run")
+    assert note == "" and "groups without signal: 100%" in report and "GRPO learns nothing" in report
