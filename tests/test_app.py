@@ -1,12 +1,10 @@
 """The app as a user starts it: binding rules, and a real run driven through its HTTP API."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
-import pytest
 from gradio_client import Client, handle_file
 
 from workbench.tasks import load_task
@@ -24,31 +22,6 @@ def test_binding_off_localhost_needs_a_password(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and "--password" in result.stderr
-
-
-@pytest.fixture
-def app_url(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen(
-        [sys.executable, APP, "--port", str(port), "--workspace", str(tmp_path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
 
 
 def test_start_a_run_and_query_it(app_url):

@@ -64,7 +64,7 @@ class DryRun:
                     reward_mean=pd.Series(g.rewards).mean(),
                     reward_std=pd.Series(g.rewards).std(),
                     no_signal=_no_signal(g),
-                    advantages=[round(a, 3) for a in g.advantages],
+                    advantages=[round(a, 3) + 0.0 for a in g.advantages],  # + 0.0: no "-0.0"
                 )
                 for g in self.groups
             ]

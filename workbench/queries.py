@@ -58,7 +58,8 @@ def run_sql(store: Store, sql: str, max_rows: int = MAX_ROWS, timeout: float = T
             timer.cancel()
     truncated = len(rows) > max_rows
     frame = pd.DataFrame(rows[:max_rows], columns=columns)
-    message = f"first {max_rows:,} rows shown; the query matched more" if truncated else f"{len(frame):,} rows"
+    count = f"{len(frame):,} row" + ("" if len(frame) == 1 else "s")
+    message = f"first {max_rows:,} rows shown; the query matched more" if truncated else count
     return QueryResult(frame, truncated, message)
 
 
