@@ -21,7 +21,7 @@ from workbench.events import GroupsScored, RunFailed, RunFinished, RunPaused, Ru
 from workbench.policy import ModelLoadError
 from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
 from workbench.rescore import rescore
-from workbench.scoring import PROBE_COMPLETIONS, RewardError, RewardSource, validate_rewards
+from workbench.scoring import RewardError, RewardSource, probes, validate_rewards
 from workbench.store import Store, StoreError
 from workbench.tasks import TaskError, load_task, sample_task_names
 from workbench.trainer import train
@@ -209,10 +209,9 @@ def run_validate(args: argparse.Namespace) -> int:
     task = _task(args, args.task)
     scores = validate_rewards(task.rewards, task.rows, config_from_args(args))
     print(f"{task.rewards.filename}: reward functions {', '.join(scores.values)}")
-    probes = [(row["prompt"], completion) for row in task.rows[:2] for completion in PROBE_COMPLETIONS]
-    for i, (prompt, completion) in enumerate(probes):
+    for i, (row, completion) in enumerate(probes(task.rows)):
         values = ", ".join(f"{name}={v[i]}" for name, v in scores.values.items())
-        print(f"  {completion!r} for {prompt!r}: reward {scores.rewards[i]:g} ({values})")
+        print(f"  {completion!r} for {row['prompt']!r}: reward {scores.rewards[i]:g} ({values})")
     return 0
 
 

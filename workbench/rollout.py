@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +26,10 @@ class Rollouts:
     def num_tokens(self) -> Tensor:
         return self.completion_mask.sum(dim=1)  # (B,)
 
+    @functools.cached_property
     def completion_id_lists(self) -> list[list[int]]:
-        """Each completion's token ids up to and including its EOS, as TRL gives reward functions."""
+        """Each completion's token ids up to and including its EOS, as TRL gives reward functions (scoring and
+        the store both use them: computed once)."""
         return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids, self.completion_mask)]
 
     def select(self, rows: slice) -> Rollouts:

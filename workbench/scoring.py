@@ -152,7 +152,7 @@ class Scorer:
 
     def load(self, source: RewardSource) -> None:
         """Load (or swap in) a source: its syntax, functions, signatures and the weights are checked here."""
-        reply = self.worker.request(("load", source.text, source.filename, self.columns), LOAD_TIME_LIMIT)
+        reply = self.worker.request(self._load_message(source), LOAD_TIME_LIMIT)
         if reply[0] != "loaded":
             raise RewardFunctionError(self._failure(None, reply))
         self.source, self.lines = source, dict(reply[1])
@@ -196,9 +196,9 @@ class Scorer:
         return Scores(values, self.total(values), output)
 
     def probe(self, rows: list[dict]) -> Scores:
-        """Score PROBE_COMPLETIONS for the first two rows: what the functions return, before any training."""
-        rows = [row for row in rows[:2] for _ in PROBE_COMPLETIONS]
-        return self.score(rows, list(PROBE_COMPLETIONS) * (len(rows) // len(PROBE_COMPLETIONS)))
+        """Score the `probes` of the rows: what the functions return, before any training."""
+        pairs = probes(rows)
+        return self.score([row for row, _ in pairs], [completion for _, completion in pairs])
 
     def total(self, values: dict[str, list[float | None]]) -> list[float]:
         """r_i = sum over functions of weight * value, skipping None."""
@@ -219,8 +219,11 @@ class Scorer:
 
     def _send_batch(self) -> None:
         if self.worker.process is None:  # lost on an earlier call: a new worker needs the source again
-            self.worker.request(("load", self.source.text, self.source.filename, self.columns), LOAD_TIME_LIMIT)
+            self.worker.request(self._load_message(self.source), LOAD_TIME_LIMIT)
         self.worker.request(self._batch, LOAD_TIME_LIMIT)
+
+    def _load_message(self, source: RewardSource) -> tuple:
+        return ("load", source.text, source.filename, self.columns)
 
     def _call(self, name: str, indices: list[int] | None) -> tuple:
         if self.worker.process is None:
@@ -243,6 +246,11 @@ class Scorer:
             location = f"{self.source.filename}, line {self.lines[name]}" if name else ""
             return RewardFailure(name, reply[1], location, output=reply[2])
         return reply[1]
+
+
+def probes(rows: list[dict]) -> list[tuple[dict, str]]:
+    """(row, completion) pairs a source is checked on: PROBE_COMPLETIONS for each of the first two rows."""
+    return [(row, completion) for row in rows[:2] for completion in PROBE_COMPLETIONS]
 
 
 def completions_for_trl(prompts: list, texts: list[str]) -> list:

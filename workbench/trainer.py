@@ -155,7 +155,7 @@ def score(scorer: Scorer, rows: list[dict], rollouts: Rollouts, config: Config, 
     """The reward functions' values for every completion of the step (in the reward worker)."""
     group_rows = [row for row in rows for _ in range(config.group_size)]  # (B,)
     trainer_state = SimpleNamespace(global_step=step - 1, max_steps=config.steps)  # TRL's names
-    return scorer.score(group_rows, rollouts.completions, rollouts.completion_id_lists(), trainer_state)
+    return scorer.score(group_rows, rollouts.completions, rollouts.completion_id_lists, trainer_state)
 
 
 def update(
@@ -276,7 +276,7 @@ def _step_rows(
         "step": step,
         "reward_function_means": json.dumps(metrics["reward_function_means"]),
     }
-    completion_ids = rollouts.completion_id_lists()
+    completion_ids = rollouts.completion_id_lists
     stored, values = [], []
     for group, row in zip(groups, rows):
         prompt = group.prompt if isinstance(group.prompt, str) else json.dumps(group.prompt)

@@ -18,7 +18,7 @@ from workbench.plots import reward_curve
 from workbench.policy import ModelLoadError
 from workbench.queries import NAMED_QUERIES, SQLError, named_sql, run_sql
 from workbench.runner import Runner
-from workbench.scoring import PROBE_COMPLETIONS, RewardError, RewardSource, try_rewards, validate_rewards
+from workbench.scoring import RewardError, RewardSource, probes, try_rewards, validate_rewards
 from workbench.store import Store
 from workbench.tasks import Task, TaskError, load_prompts, load_task, sample_task_names
 from workbench.ui import views
@@ -98,8 +98,7 @@ def build_app(workspace: str) -> gr.Blocks:
                 scores = validate_rewards(RewardSource(text, REWARD_FILE), current.rows)
             except RewardError as error:
                 return views.reward_error(error)
-            probes = [(row["prompt"], c) for row in current.rows[:2] for c in PROBE_COMPLETIONS]
-            return views.probe_scores(scores, probes)
+            return views.probe_scores(scores, probes(current.rows))
 
         def try_reward(text, typed, current: Task):
             try:

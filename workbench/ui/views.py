@@ -52,7 +52,7 @@ def reward_error(error: Exception) -> str:
     return f"**Not valid.**\n\n```text\n{text}\n```"
 
 
-def probe_scores(scores: Scores, probes: list[tuple[str, str]]) -> str:
+def probe_scores(scores: Scores, probes: list[tuple[dict, str]]) -> str:
     rows = "".join(
         f"<tr><td><code>{html.escape(repr(completion))}</code></td><td>{scores.rewards[i]:g}</td>"
         + "".join(f"<td>{values[i]}</td>" for values in scores.values.values())
