@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from workbench.ui import build_app
+from workbench.ui import KEEP_ZOOM_JS, build_app
 
 
 def main() -> int:
@@ -26,7 +26,9 @@ def main() -> int:
         )
         return 2
     auth = ("workbench", args.password) if args.password else None
-    build_app(args.workspace).launch(server_name=args.host, server_port=args.port, auth=auth)
+    build_app(args.workspace).launch(
+        server_name=args.host, server_port=args.port, auth=auth, js=KEEP_ZOOM_JS, show_error=True
+    )
     return 0
 
 

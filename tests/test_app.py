@@ -7,7 +7,11 @@ import time
 
 from gradio_client import Client, handle_file
 
+from workbench.config import Config
 from workbench.tasks import load_task
+from workbench.ui import config_form
+
+SMALL = config_form.values(Config(steps=3, group_size=4, prompts_per_step=2, max_new_tokens=8))
 
 APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
 
@@ -27,11 +31,13 @@ def test_binding_off_localhost_needs_a_password(tmp_path):
 def test_start_a_run_and_query_it(app_url):
     client = Client(app_url, verbose=False)
     reward = load_task("arithmetic").rewards.text
-    client.predict(reward, "tiny", 3, 4, 2, 8, 5e-4, 0.04, api_name="/start_run")
+    started, command, code = client.predict(reward, *SMALL, api_name="/start_run")
+    assert started.startswith("Started with reward version")
+    assert "--steps 3" in command and "--group-size 4" in command and "Config(" in code
     deadline = time.monotonic() + 120
     message = ""
     while time.monotonic() < deadline:
-        message, table = client.predict(
+        message, table, _ = client.predict(
             "SELECT step, count(*) AS n FROM rollouts GROUP BY step ORDER BY step", api_name="/query"
         )
         if message == "3 rows":
@@ -39,8 +45,17 @@ def test_start_a_run_and_query_it(app_url):
         time.sleep(1)
     assert message == "3 rows"
     assert [row[1] for row in table["data"]] == [8, 8, 8]
-    error, _ = client.predict("DROP TABLE rollouts", api_name="/query")
+    error, _, _ = client.predict("DROP TABLE rollouts", api_name="/query")
     assert "read-only" in error
+
+    runs, _, _ = client.predict(api_name="/list_runs")
+    run_id = runs["data"][0][0]
+    assert runs["data"][0][4:7] == ["finished", 3, 3] and "group_size=4" in runs["data"][0][-1]
+    summary, _, last_step, group_id, group = client.predict(run_id, api_name="/open_run")
+    assert f"**{run_id}** · finished" in summary and (last_step, group_id) == (3, 0)
+    assert "data-step='3'" in group and "group mean reward" in group
+    assert "finished all its 3 steps" in client.predict(reward, api_name="/resume_run")
+    assert "No run is training" in client.predict(reward, api_name="/swap_reward")
 
 
 def test_upload_validate_try_and_dry_run_a_reward(app_url, tmp_path):
@@ -58,7 +73,7 @@ def test_upload_validate_try_and_dry_run_a_reward(app_url, tmp_path):
     prompts.write_text(
         '{"prompt": "Capital of France?", "answer": "Paris"}\n{"prompt": "Capital of Peru?", "answer": "Lima"}\n'
     )
-    message, preview = client.predict(handle_file(str(prompts)), api_name="/upload_prompts")
+    message, preview, _ = client.predict(handle_file(str(prompts)), api_name="/upload_prompts")
     assert "**capitals**: 2 prompts; columns passed to rewards: answer" in message
     assert [row[0] for row in preview["data"]] == ["Capital of France?", "Capital of Peru?"]
     assert "reward **1**" in client.predict(good, " Paris", api_name="/try_reward")  # the uploaded first row
@@ -66,9 +81,9 @@ def test_upload_validate_try_and_dry_run_a_reward(app_url, tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
-    refused, _ = client.predict(handle_file(str(bad)), api_name="/upload_prompts")
+    refused, _, _ = client.predict(handle_file(str(bad)), api_name="/upload_prompts")
     assert "Upload refused" in refused and "bad.jsonl, line 2: not valid JSON" in refused
 
     constant = "def same(completions, **kwargs):\n    return [1.0] * len(completions)\n"
-    note, report = client.predict(constant, "tiny", 3, 4, 2, 8, 5e-4, 0.04, api_name="/dry_run")
+    note, report = client.predict(constant, *SMALL, api_name="/dry_run")
     assert note == "" and "groups without signal: 100%" in report and "GRPO learns nothing" in report

@@ -74,53 +74,122 @@ def set_number(page, elem_id: str, value: int) -> None:
     raise AssertionError(f"{elem_id} did not keep {value}")
 
 
-def test_upload_edit_validate_dry_run_train_watch_stop_query_and_reload(page, tmp_path):
+def fill_stable(page, selector: str, text: str) -> None:
+    box = page.locator(selector)
+    for _ in range(20):
+        box.fill(text)
+        page.wait_for_timeout(150)
+        if box.input_value() == text:
+            return
+    raise AssertionError(f"{selector} did not keep {text!r}")
+
+
+def wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:
+    page.wait_for_function(
+        "([s, t]) => document.querySelector(s)?.innerText.includes(t)", arg=[selector, text], timeout=timeout
+    )
+
+
+def zoom_first_panel(page) -> list[float]:
+    """Drag across the first panel of the live curves, as a user zooms; the x range it zoomed to.
+
+    Retried: a redraw that lands in the middle of the drag cancels it, as it would a user's."""
+    plot = page.locator("#reward-plot .js-plotly-plot")
+    for _ in range(10):
+        box = page.locator("#reward-plot .nsewdrag").first.bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.2, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, y + 5, steps=3)
+        page.mouse.up()
+        page.wait_for_timeout(300)
+        if plot.evaluate("el => el.layout.xaxis.autorange === false"):
+            return plot.evaluate("el => el.layout.xaxis.range")
+    raise AssertionError("the live curves could not be zoomed")
+
+
+def test_the_whole_flow_from_upload_to_query_runs_and_reload(page, tmp_path):
     shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    prompts = Path(tempfile.mkdtemp()) / "sums.jsonl"
-    prompts.write_text(PROMPTS)
-    page.locator("#prompt-upload input[type=file]").set_input_files(str(prompts))
-    page.wait_for_function("() => document.querySelector('#data-message').innerText.includes('4 prompts')")
+    folder = Path(tempfile.mkdtemp())
+    (folder / "bad.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n{"prompt": 3}\n')
+    page.locator("#prompt-upload input[type=file]").set_input_files(str(folder / "bad.jsonl"))
+    wait_text(page, "#data-message", "Upload refused")
+    assert "bad.jsonl, line 2: the prompt must be a string or a list of chat messages" in page.inner_text(
+        "#data-message"
+    )
+    (folder / "sums.jsonl").write_text(PROMPTS)
+    page.locator("#prompt-upload input[type=file]").set_input_files(str(folder / "sums.jsonl"))
+    wait_text(page, "#data-message", "4 prompts")
 
     set_code(page, BROKEN)
     page.click("#validate-button")
-    page.wait_for_function("() => document.querySelector('#reward-message').innerText.includes('Not valid')")
+    wait_text(page, "#reward-message", "Not valid")
     assert "correct (reward.py, line 1): its signature has no **kwargs" in page.inner_text("#reward-message")
-
     set_code(page, REWARD)
     page.click("#validate-button")
-    page.wait_for_function("() => document.querySelector('#reward-message').innerText.includes('Valid:')")
+    wait_text(page, "#reward-message", "Valid:")
     assert "reward functions correct, short" in page.inner_text("#reward-message")
     page.click("#dry-run-button")
-    page.wait_for_function("() => document.querySelector('#dry-run-result').innerText.includes('groups without')")
+    wait_text(page, "#dry-run-result", "groups without")
     assert "12+30=" in page.inner_text("#dry-run-result")
     page.screenshot(path=str(shots / "task-and-reward.png"), full_page=True)
 
     page.get_by_role("tab", name="Train").click()
     for elem_id, value in [("steps", 500), ("group_size", 4), ("prompts_per_step", 2), ("max_new_tokens", 6)]:
-        set_number(page, elem_id, value)
+        fill_stable(page, f"#{elem_id} input", str(value))
     page.click("#start-button")
-    page.wait_for_function("() => +document.querySelector('#live-group #live-step')?.dataset.step >= 2", timeout=90_000)
+    wait_text(page, "#train-message", "Started with reward version")
+    page.wait_for_function("() => +document.querySelector('#live-group #live-step')?.dataset.step >= 3", timeout=90_000)
     group = page.inner_text("#live-group")
-    assert "advantage" in group and any(p.split("+")[0] in group for p in ("12", "25", "41", "33"))
+    assert "advantage" in group and "group mean reward" in group and "correct" in group and "short" in group
+    assert any(p.split("+")[0] in group for p in ("12", "25", "41", "33"))
+    assert "A = " in page.inner_text("#advantage-explanation") or "no learning" in group
     page.locator("#live-group").screenshot(path=str(shots / "live-group.png"))
+    page.screenshot(path=str(shots / "train.png"), full_page=True)
+    assert page.locator("#reward-plot .js-plotly-plot").evaluate("el => el.data.length") >= 8
+    zoomed = zoom_first_panel(page)
+    step = int(page.locator("#live-group #live-step").get_attribute("data-step"))
+    page.wait_for_function(
+        f"() => +document.querySelector('#live-group #live-step')?.dataset.step >= {step + 2}", timeout=60_000
+    )
+    plot = page.locator("#reward-plot .js-plotly-plot")
+    assert plot.evaluate("el => el._fullData[2].x.length") >= step + 1  # the curves were redrawn with new steps
+    assert plot.evaluate("el => el.layout.xaxis.range") == zoomed  # and kept the user's zoom
+    page.click("#start-button")  # one run at a time
+    wait_text(page, "#train-message", "one run trains at a time")
+
+    fill_stable(page, "#live-step-picker input", "1")  # look back: following stops
+    page.wait_for_function("() => document.querySelector('#live-group #live-step')?.dataset.step === '1'")
+    assert not page.locator("#live-follow input").is_checked()
     page.click("#stop-button")
-    page.wait_for_function("() => document.querySelector('#run-status').innerText.includes('stopped')", timeout=60_000)
+    wait_text(page, "#run-status", "stopped", timeout=60_000)
 
     page.get_by_role("tab", name="Explore").click()
-    box = page.locator("#sql-input textarea")
     sql = "SELECT count(DISTINCT reward_version) AS versions, min(step) AS first FROM rollouts"
-    for _ in range(20):
-        box.fill(sql)
-        page.wait_for_timeout(150)
-        if box.input_value() == sql:
-            break
+    fill_stable(page, "#sql-input textarea", sql)
     page.click("#sql-run")
     page.wait_for_selector("#sql-result [role=gridcell]")
     assert page.inner_text("#sql-message") == "1 row"
     assert page.locator("#sql-result [role=gridcell]").first.inner_text().strip() == "1"
+    with page.expect_download() as download:
+        page.click("#sql-download")
+    assert Path(download.value.path()).read_text().splitlines() == ["versions,first", "1,1"]
+    fill_stable(page, "#sql-input textarea", "SELECT nothing FROM nowhere")
+    page.click("#sql-run")
+    wait_text(page, "#sql-message", "error:")
+    assert "nowhere" in page.inner_text("#sql-message")
+
+    page.get_by_role("tab", name="Runs").click()
+    page.wait_for_selector("#runs-table [role=gridcell]")
+    assert "sums" in page.inner_text("#runs-table") and "stopped" in page.inner_text("#runs-table")
+    page.locator("#runs-open input").click()
+    page.get_by_role("option").first.click()
+    page.wait_for_selector("#run-plot .js-plotly-plot")
+    wait_text(page, "#run-group", "group mean reward")
+    page.screenshot(path=str(shots / "runs.png"), full_page=True)
 
     page.reload()
     page.get_by_role("tab", name="Train").click()
-    page.wait_for_function("() => document.querySelector('#run-status').innerText.includes('run ')")
+    wait_text(page, "#run-status", "run ")
     assert "stopped" in page.inner_text("#run-status")  # the run lives in the server, not the page

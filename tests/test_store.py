@@ -1,5 +1,6 @@
 """The rollout store: whole steps, confined user SQL, named queries, readers while a run writes, crashes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,20 @@ def test_named_queries_by_hand(store):
     for name in NAMED_QUERIES:  # every named query runs, on the latest run and on a named one
         named(store, name)
         assert "'r1'" in named_sql(name, "r1")
+
+
+def test_a_stored_group_the_runs_and_the_steps_read_back(store):
+    group = store.group("r1", 1, 1)
+    assert (group.prompt, group.completions, group.rewards) == ("2+2=", ["4", "5"], [1.0, 0.0])
+    assert group.reward_values == {"correct": [1.0, 0.0]} and group.num_tokens == [1, 1]
+    assert store.group("r1", 3, 0) is None
+    runs = store.runs()
+    assert runs[["run_id", "status", "last_step"]].values.tolist() == [["r1", "running", 2]]
+    assert runs.reward_mean[0] == 0.25  # the latest step's: rewards 1, 0, 0, 0
+    assert store.steps("r1").reward_function_means.tolist() == [{}, {}]
+    chat = [{"role": "user", "content": "[1, 2] sums to?"}]
+    write_groups(store, "r1", 3, [(json.dumps(chat), [("3", 1.0), ("4", 0.0)]), ("[1] sums to?", [("1", 1.0)])])
+    assert store.group("r1", 3, 0).prompt == chat and store.group("r1", 3, 1).prompt == "[1] sums to?"
 
 
 def test_suspected_reward_hacking_flags_long_high_reward_completions(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -115,6 +116,40 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Conf
         if given is not None:
             values[field.name] = dict(given) if field.name == "reward_weights" else given
     return Config.from_dict(values)
+
+
+def command_line(config: Config, task: str, workspace: str, reward_file: str | None = None) -> str:
+    """The `python -m workbench train` command that trains `config` (its non-default fields as flags)."""
+    words = ["python", "-m", "workbench", "train", "--task", task, "--workspace", workspace]
+    if reward_file:
+        words += ["--reward", reward_file]
+    for name, value in config.changed().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            words += [flag, *value]
+        elif isinstance(value, dict):
+            words += [flag, *(f"{k}={w}" for k, w in value.items())]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def python_code(config: Config, task: str, workspace: str, reward_file: str | None = None) -> str:
+    """The same run from Python (a notebook): load the task, build the Config, follow the events."""
+    task_line = f"task = load_task({task!r})"
+    if reward_file:
+        task_line += f".with_rewards(RewardSource.from_file({reward_file!r}))"
+    arguments = ", ".join(f"{name}={value!r}" for name, value in config.changed().items())
+    return (
+        "from workbench import Config, RewardSource, StepFinished, load_task, train\n\n"
+        f"{task_line}\n"
+        f"config = Config({arguments})\n"
+        f"for event in train(config, task, {workspace!r}):\n"
+        "    if isinstance(event, StepFinished):\n"
+        "        print(event.step, event.metrics['reward_mean'])\n"
+    )
 
 
 def _weight(text: str) -> tuple[str, float]:

@@ -19,6 +19,13 @@ class ConfigError(ValueError):
     """A config value a user gave is invalid; the message names the field."""
 
 
+CHOICES = {  # the fields that take one of a few words; the app shows them as dropdowns
+    "loss_type": ("grpo", "dapo"),
+    "precision": ("auto", "bf16", "fp32"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
 @dataclass(frozen=True)
 class Config:
     # model
@@ -104,9 +111,9 @@ class Config:
             raise ConfigError(f"clip_epsilon must be in (0, 1), got {self.clip_epsilon}")
         if self.max_grad_norm < 0:
             raise ConfigError(f"max_grad_norm must be 0 or more, got {self.max_grad_norm}")
-        _one_of(self, "loss_type", ("grpo", "dapo"))
-        _one_of(self, "precision", ("auto", "bf16", "fp32"))
-        _one_of(self, "device", ("auto", "cpu", "cuda"))
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
         if not self.reward_time_limit > 0:
             raise ConfigError(f"reward_time_limit must be greater than 0 seconds, got {self.reward_time_limit}")
         if not isinstance(self.reward_memory_mb, int) or self.reward_memory_mb < 0:
@@ -125,6 +132,15 @@ class Config:
     def batch_size(self) -> int:
         """B = P x G completions per step."""
         return self.prompts_per_step * self.group_size
+
+    def changed(self) -> dict:
+        """The fields that differ from their defaults: what a run's command line or summary shows."""
+        defaults = Config()
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(defaults, f.name)
+        }
 
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -151,11 +167,6 @@ def _at_least(config: Config, name: str, minimum: int, why: str = "") -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         reason = f": {why}" if why else ""
         raise ConfigError(f"{name} must be an integer of at least {minimum}, got {value!r}{reason}")
-
-
-def _one_of(config: Config, name: str, choices: tuple[str, ...]) -> None:
-    if getattr(config, name) not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(config, name)!r}")
 
 
 def _plain(value):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import queue
+import statistics
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
 from workbench.config import Config
 from workbench.events import GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
 from workbench.scoring import RewardSource
-from workbench.tasks import Task
+from workbench.store import Store
+from workbench.tasks import Task, TaskError, load_task
 from workbench.trainer import train
 
 
@@ -22,7 +26,21 @@ class Snapshot:
     steps: int = 0
     history: list[dict] = field(default_factory=list)  # each step's metrics, for the live curves
     last_groups: GroupsScored | None = None
+    scored_at: float = 0.0  # time.time() when last_groups arrived: the live view's latency is measured from it
+    config: dict = field(default_factory=dict)
     error: str = ""
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """The median of the last ten steps' durations."""
+        recent = [m["seconds"] for m in self.history[-10:]]
+        return statistics.median(recent) if recent else None
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the last step, at the recent pace."""
+        pace = self.seconds_per_step
+        return None if pace is None else pace * (self.steps - self.step)
 
 
 class Runner:
@@ -32,19 +50,36 @@ class Runner:
         self._stop = threading.Event()
         self._new_rewards: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self.task: Task | None = None  # the last run's task, for resuming it
 
     @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, config: Config, task: Task) -> None:
+    def start(self, config: Config, task: Task, resume: str | None = None) -> None:
         if self.busy:
-            raise RuntimeError(f"run {self.snapshot.run_id} is still training: stop it first")
+            raise RuntimeError(
+                f"run {self.snapshot.run_id or ''} is still training, and one run trains at a time: "
+                "stop it first, or swap the edited reward into it"
+            )
         self._stop.clear()
         self._new_rewards = queue.Queue()
-        self.snapshot = Snapshot(status="starting", steps=config.steps)
-        self._thread = threading.Thread(target=self._follow, args=(config, task), daemon=True)
+        self.task = task
+        self.snapshot = Snapshot(status="starting", steps=config.steps, config=config.to_dict())
+        self._thread = threading.Thread(target=self._follow, args=(config, task, resume), daemon=True)
         self._thread.start()
+
+    def resume(self, run_id: str, rewards: RewardSource) -> None:
+        """Continue a stopped, paused or failed run from its last checkpoint, scored by `rewards`."""
+        run = Store(self.workspace).run(run_id)
+        if run is None:
+            raise TaskError(f"no run {run_id!r} in workspace {self.workspace}")
+        config = Config.from_dict(json.loads(run["config"]))
+        if run["status"] == "finished":
+            raise TaskError(f"run {run_id} finished all its {config.steps} steps: start a new run to train more")
+        same = self.snapshot.run_id == run_id and self.task is not None
+        task = self.task if same else load_task(run["task_path"])  # an uploaded task is in memory
+        self.start(config, task.with_rewards(rewards), resume=run_id)
 
     def stop(self) -> None:
         self._stop.set()
@@ -53,14 +88,18 @@ class Runner:
         """Score the running run with another reward source from its next step on."""
         self._new_rewards.put(source)
 
-    def _follow(self, config: Config, task: Task) -> None:
+    def _follow(self, config: Config, task: Task, resume: str | None) -> None:
         snapshot = self.snapshot
+        events = train(config, task, self.workspace, resume=resume, stop=self._stop, new_rewards=self._new_rewards)
         try:
-            for event in train(config, task, self.workspace, stop=self._stop, new_rewards=self._new_rewards):
+            for event in events:
                 if isinstance(event, RunStarted):
                     snapshot.run_id, snapshot.status = event.run_id, "running"
+                    snapshot.step = event.start_step - 1
+                    if resume:  # the curves start from the stored steps
+                        snapshot.history = Store(self.workspace).steps(resume).to_dict(orient="records")
                 elif isinstance(event, GroupsScored):
-                    snapshot.last_groups = event
+                    snapshot.last_groups, snapshot.scored_at = event, time.time()
                 elif isinstance(event, StepFinished):
                     snapshot.step = event.step
                     snapshot.history.append({"step": event.step, **event.metrics})

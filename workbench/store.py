@@ -27,6 +27,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from workbench.events import Group
+
 SCHEMA_VERSION = 2
 STORE_FILE = "store.duckdb"
 
@@ -202,6 +204,44 @@ class Store:
         with self.connect(read_only=True) as con:
             return con.execute(sql, parameters or []).df()
 
+    def runs(self) -> pd.DataFrame:
+        """Every run, newest first, with how far it got and its latest reward mean."""
+        return self.query(
+            """SELECT r.run_id, r.created_at, r.task, r.model, r.status, s.last_step,
+                      (r.config->>'steps')::INTEGER AS steps, s.reward_mean, r.config, r.error
+               FROM runs r LEFT JOIN (
+                   SELECT run_id, max(step) AS last_step, arg_max(reward_mean, step) AS reward_mean
+                   FROM steps GROUP BY run_id) s USING (run_id)
+               ORDER BY r.created_at DESC"""
+        )
+
+    def steps(self, run_id: str) -> pd.DataFrame:
+        """A run's `steps` rows in order, with `reward_function_means` as dicts."""
+        frame = self.query("SELECT * FROM steps WHERE run_id = $1 ORDER BY step", [run_id])
+        return frame.assign(reward_function_means=frame.reward_function_means.map(json.loads))
+
+    def group(self, run_id: str, step: int, group_id: int) -> Group | None:
+        """One stored group, as the trainer yielded it (a chat prompt comes back as its messages)."""
+        key = [run_id, step, group_id]
+        where = "WHERE run_id = $1 AND step = $2 AND group_id = $3"
+        rollouts = self.query(f"SELECT * FROM rollouts {where} ORDER BY sample_idx", key)
+        if rollouts.empty:
+            return None
+        values = self.query(f"SELECT sample_idx, name, value FROM reward_values {where} ORDER BY sample_idx", key)
+        return Group(
+            group_id=group_id,
+            prompt=_prompt(rollouts.prompt[0]),
+            completions=rollouts.completion.tolist(),
+            rewards=rollouts.reward.tolist(),
+            reward_values={
+                name: [None if pd.isna(v) else v for v in rows.value]  # a function may return None
+                for name, rows in values.groupby("name", sort=False)
+            },
+            advantages=rollouts.advantage.tolist(),
+            num_tokens=rollouts.num_tokens.tolist(),
+            truncated=rollouts.truncated.tolist(),
+        )
+
     def export_run(self, run_id: str, folder: str | Path, format: str = "parquet") -> list[Path]:
         """Write a run's rows of every table to `folder/<table>.<format>` (parquet or csv)."""
         if format not in ("parquet", "csv"):
@@ -310,6 +350,13 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _prompt(text: str) -> str | list[dict]:
+    """A stored prompt: chat messages are stored as their JSON."""
+    if text.startswith('[{"role"'):
+        return json.loads(text)
+    return text
 
 
 def _now() -> datetime:

@@ -7,38 +7,98 @@ import html
 import pandas as pd
 
 from workbench.dry_run import DryRun
+from workbench.events import Group
 from workbench.scoring import Scores
 from workbench.tasks import Task
 
 
 def status(snapshot) -> str:
+    """One line: state, run, step, pace, ETA and the latest reward; then why it paused or failed."""
     line = f"**{snapshot.status}**"
     if snapshot.run_id:
         line += f" · run `{snapshot.run_id}` · step {snapshot.step}/{snapshot.steps}"
     if snapshot.history:
-        m = snapshot.history[-1]
-        line += f" · reward {m['reward_mean']:.3f} · {m['seconds']:.2f} s/step"
+        line += f" · {snapshot.seconds_per_step:.2f} s/step"
+        if snapshot.status == "running":
+            line += f" · ETA {duration(snapshot.eta)}"
+        line += f" · reward {snapshot.history[-1]['reward_mean']:.3f}"
     if snapshot.error:
-        line += f"\n\n{snapshot.error}"
+        line += f"\n\n```text\n{snapshot.error}\n```"
+    if snapshot.status == "paused":
+        line += "\n\nFix the reward in the editor, then press **Resume**: the paused step is redone."
     return line
 
 
-def group_html(scored) -> str:
-    """The first group of the latest step: completions, rewards and advantages colored by sign and size."""
-    if scored is None:
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def group_html(group: Group | None, step: int, scale_rewards: bool, scored_at: float = 0.0) -> str:
+    """A scored group: the prompt, its completions side by side with each reward function's score,
+    the reward and the advantage colored by sign and size, the group's mean and std, and what they mean."""
+    if group is None:
         return "<div id='live-step' data-step='0'>No group yet: press Start.</div>"
-    group = scored.groups[0]
-    mean = sum(group.rewards) / len(group.rewards)
-    rows = "".join(
-        f"<tr><td><code>{html.escape(c)}</code></td><td>{r:.2f}</td>"
-        f"<td style='background:{color(a)}'>{a:+.2f}</td></tr>"
-        for c, r, a in zip(group.completions, group.rewards, group.advantages)
+    names = list(group.reward_values)
+    cards = "".join(
+        f"<div style='border:1px solid #ccc;border-radius:6px;padding:6px'>"
+        f"<div style='background:{color(a)};padding:2px 4px'><b>#{i}</b> advantage <b>{a:+.2f}</b></div>"
+        f"<pre style='white-space:pre-wrap;margin:4px 0'>{html.escape(c)}</pre>"
+        f"<div>reward <b>{r:.2f}</b>"
+        + "".join(f" · {html.escape(n)} {_value(group.reward_values[n][i])}" for n in names)
+        + (" · <i>truncated</i>" if group.truncated[i] else "")
+        + "</div></div>"
+        for i, (c, r, a) in enumerate(zip(group.completions, group.rewards, group.advantages))
     )
+    mean, std = group_stats(group.rewards)
     return (
-        f"<div id='live-step' data-step='{scored.step}'><b>step {scored.step}, prompt</b> "
-        f"<code>{html.escape(str(group.prompt))}</code> · group mean reward {mean:.2f}"
-        f"<table><tr><th>completion</th><th>reward</th><th>advantage</th></tr>{rows}</table></div>"
+        f"<div id='live-step' data-step='{step}' data-group='{group.group_id}' data-scored-at='{scored_at * 1000:.0f}'>"
+        f"<p><b>step {step}, group {group.group_id}</b> · prompt "
+        f"<code>{html.escape(prompt_text(group.prompt))}</code></p>"
+        f"<p>group mean reward <b>{mean:.2f}</b> · std <b>{std:.2f}</b></p>"
+        f"<div style='display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:6px'>{cards}</div>"
+        f"<p id='advantage-explanation'>{html.escape(explain(group, scale_rewards))}</p></div>"
     )
+
+
+def group_stats(rewards: list[float]) -> tuple[float, float]:
+    """The group's mean reward and its sample std (n - 1), as `grpo.group_advantages` computes them."""
+    n = len(rewards)
+    mean = sum(rewards) / n
+    return mean, (sum((r - mean) ** 2 for r in rewards) / (n - 1)) ** 0.5
+
+
+def explain(group: Group, scale_rewards: bool) -> str:
+    """The group's advantages in words, with the numbers on screen."""
+    mean, std = group_stats(group.rewards)
+    n = len(group.rewards)
+    if std == 0:
+        return (
+            f"All {n} completions got reward {mean:.2f}, so every advantage is 0: this group gives no learning "
+            "signal. GRPO learns only from groups whose completions differ in reward."
+        )
+    formula = f"(r - {mean:.2f}) / ({std:.2f} + 0.0001)" if scale_rewards else f"r - {mean:.2f}"
+    best = max(range(n), key=lambda i: group.advantages[i])
+    worst = min(range(n), key=lambda i: group.advantages[i])
+    return (
+        f"Each advantage compares a completion with its own group: A = {formula}"
+        + (", the reward minus the group mean, divided by the group's std." if scale_rewards else ".")
+        + f" #{best} got reward {group.rewards[best]:.2f} against the group mean {mean:.2f}, so its advantage is"
+        f" {group.advantages[best]:+.2f}: the update makes completions like it more likely."
+        f" #{worst} got {group.rewards[worst]:.2f}, below the mean: advantage {group.advantages[worst]:+.2f},"
+        " made less likely. The KL penalty (beta) keeps the policy close to the reference while it moves."
+    )
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as one line of text; chat messages as 'role: content' turns."""
+    if isinstance(prompt, str):
+        return prompt
+    return " / ".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def _value(value) -> str:
+    return "None" if value is None else f"{value:.2f}"
 
 
 def color(advantage: float) -> str:

@@ -1,0 +1,122 @@
+"""What the app shows, checked against numbers worked out by hand: the advantage explanation, the
+group view, the status line, and the run form generated from Config (no browser needed)."""
+
+import shlex
+
+import pytest
+import torch
+
+from workbench import grpo
+from workbench.cli import build_parser, command_line, config_from_args, python_code
+from workbench.config import Config, ConfigError
+from workbench.events import Group
+from workbench.runner import Snapshot
+from workbench.ui import config_form, views
+
+
+def group(rewards, scale=True, values=None):
+    advantages = grpo.group_advantages(torch.tensor(rewards), len(rewards), scale).tolist()
+    n = len(rewards)
+    values = values or {"correct": list(rewards)}
+    return Group(0, "12+30=", [f"c{i}" for i in range(n)], rewards, values, advantages, [3] * n, [False] * n)
+
+
+def test_the_explanation_works_the_advantage_out_from_the_group_mean_and_std():
+    # rewards 1, 0, 0, 0: mean 0.25; sample std sqrt((0.75^2 + 3 * 0.25^2) / 3) = 0.5
+    # A_0 = 0.75 / 0.5001 = +1.50, A_1..3 = -0.25 / 0.5001 = -0.50
+    text = views.explain(group([1.0, 0.0, 0.0, 0.0]), scale_rewards=True)
+    assert "A = (r - 0.25) / (0.50 + 0.0001)" in text
+    assert "#0 got reward 1.00 against the group mean 0.25, so its advantage is +1.50" in text
+    assert "#1 got 0.00, below the mean: advantage -0.50" in text
+    assert views.group_stats([1.0, 0.0, 0.0, 0.0]) == (0.25, 0.5)
+
+
+def test_without_scaling_the_advantage_is_the_reward_minus_the_mean():
+    # rewards 2, 1, 0: mean 1, A = 1, 0, -1
+    text = views.explain(group([2.0, 1.0, 0.0], scale=False), scale_rewards=False)
+    assert "A = r - 1.00." in text and "its advantage is +1.00" in text and "advantage -1.00" in text
+
+
+def test_a_group_with_equal_rewards_is_said_to_give_no_signal():
+    text = views.explain(group([1.0, 1.0, 1.0, 1.0]), scale_rewards=True)
+    assert "All 4 completions got reward 1.00, so every advantage is 0" in text
+
+
+def test_the_group_view_shows_each_reward_function_the_mean_std_and_colored_advantages():
+    shown = group([1.0, 0.0], values={"correct": [1.0, 0.0], "short": [None, -0.5]})
+    page = views.group_html(shown, step=7, scale_rewards=True, scored_at=12.5)
+    assert "data-step='7'" in page and "data-scored-at='12500'" in page
+    assert "group mean reward <b>0.50</b> · std <b>0.71</b>" in page  # std of (1, 0) = sqrt(0.5)
+    assert "correct 1.00 · short None" in page and "correct 0.00 · short -0.50" in page
+    assert views.color(0.71) == "rgba(0,160,0,0.35)" and views.color(-3.0) == "rgba(210,0,0,1.00)"
+    assert "prompt <code>system: be brief / user: 1+1=</code>" in views.group_html(
+        Group(
+            0,
+            [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1+1="}],
+            ["2", "3"],
+            [1.0, 0.0],
+            {},
+            [0.7, -0.7],
+            [1, 1],
+            [False, True],
+        ),
+        step=1,
+        scale_rewards=True,
+    )
+
+
+def test_the_status_line_gives_pace_and_eta_from_the_median_step():
+    history = [{"step": s, "seconds": t, "reward_mean": 0.5} for s, t in [(1, 1.0), (2, 3.0), (3, 2.0)]]
+    snapshot = Snapshot(run_id="r", status="running", step=3, steps=10, history=history)
+    line = views.status(snapshot)  # median 2 s, 7 steps left: 14 s
+    assert "step 3/10 · 2.00 s/step · ETA 14 s · reward 0.500" in line
+    assert views.duration(75) == "1 min 15 s"
+    paused = views.status(Snapshot(run_id="r", status="paused", error="correct raised KeyError"))
+    assert "correct raised KeyError" in paused and "press **Resume**" in paused
+
+
+CHANGED = Config(
+    model="/models/qwen",
+    steps=5,
+    group_size=4,
+    learning_rate=1e-3,
+    scale_rewards=False,
+    loss_type="dapo",
+    lora_target_modules=("q_proj", "v_proj"),
+    reward_weights={"correct": 1.0, "format_reward": 0.2},
+)
+
+
+def test_the_form_has_every_config_field_and_gives_the_config_back():
+    values = config_form.values(CHANGED)
+    assert len(values) == len(config_form.FIELDS) == len(Config().to_dict())
+    assert values[config_form.FIELDS.index("reward_weights")] == "correct=1, format_reward=0.2"
+    assert config_form.to_config(values) == CHANGED
+    assert config_form.to_config(config_form.values(Config())) == Config()  # empty weights: every weight 1
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("steps", None, "steps must be given"),
+        ("group_size", 2.5, "group_size must be a whole number"),
+        ("group_size", 1, "group_size must be an integer of at least 2"),
+        ("reward_weights", "correct:1", "reward_weights: 'correct:1' is not name=weight"),
+        ("loss_type", "ppo", "loss_type must be one of grpo, dapo"),
+    ],
+)
+def test_a_bad_form_value_names_its_field(field, value, message):
+    values = config_form.values(Config())
+    values[config_form.FIELDS.index(field)] = value
+    with pytest.raises(ConfigError, match=message):
+        config_form.to_config(values)
+
+
+def test_the_command_line_and_the_python_code_give_the_same_config():
+    line = command_line(CHANGED, "arithmetic", "runs", "runs/rewards/reward-abc.py")
+    assert line.startswith("python -m workbench train --task arithmetic --workspace runs --reward runs/rewards/")
+    assert config_from_args(build_parser().parse_args(shlex.split(line)[3:])) == CHANGED
+    code = python_code(CHANGED, "arithmetic", "runs", "runs/rewards/reward-abc.py")
+    compile(code, "run.py", "exec")
+    config_line = next(line for line in code.splitlines() if line.startswith("config = "))
+    assert eval(config_line.removeprefix("config = "), {"Config": Config}) == CHANGED

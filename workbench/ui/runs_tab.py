@@ -1,0 +1,80 @@
+"""Runs: every run in the workspace with its status and config; open one to see its curves and browse
+its groups; overlay several runs' curves."""
+
+from __future__ import annotations
+
+import html
+import json
+from types import SimpleNamespace
+
+import gradio as gr
+
+from workbench.config import Config
+from workbench.plots import compare_runs, training_curves
+from workbench.store import Store
+from workbench.ui import views
+
+COLUMNS = ["run_id", "created_at", "task", "model", "status", "last_step", "steps", "reward_mean", "settings"]
+
+
+def build(store: Store) -> SimpleNamespace:
+    refresh = gr.Button("Refresh", elem_id="runs-refresh")
+    table = gr.Dataframe(headers=COLUMNS, max_height=300, elem_id="runs-table")
+    with gr.Row():
+        opened = gr.Dropdown([], label="open a run", elem_id="runs-open")
+        compared = gr.Dropdown([], multiselect=True, label="overlay runs", elem_id="runs-compare")
+    summary = gr.Markdown(elem_id="run-summary")
+    plot = gr.Plot(elem_id="run-plot")
+    with gr.Row():
+        step = gr.Number(1, precision=0, minimum=1, label="step", elem_id="run-step-picker")
+        group_id = gr.Number(0, precision=0, minimum=0, label="group", elem_id="run-group-picker")
+    group = gr.HTML(elem_id="run-group")
+    overlay = gr.Plot(elem_id="compare-plot")
+
+    def list_runs():
+        runs = store.runs()
+        runs["settings"] = runs.config.map(lambda c: _settings(json.loads(c)))
+        ids = runs.run_id.tolist()
+        return runs[COLUMNS], gr.Dropdown(choices=ids), gr.Dropdown(choices=ids)
+
+    def open_run(run_id):
+        if not run_id:
+            return "", None, gr.skip(), gr.skip(), ""
+        run = store.run(run_id)
+        config = json.loads(run["config"])
+        steps = store.steps(run_id)
+        text = (
+            f"**{html.escape(run_id)}** · {run['status']} · task {html.escape(run['task'])} · model "
+            f"{html.escape(run['model'])} · {len(steps)} steps stored · {_settings(config)}\n\n"
+            f"<details><summary>config</summary>\n\n```json\n{json.dumps(config, indent=1)}\n```\n</details>"
+        )
+        if run["error"]:
+            text += f"\n\n```text\n{run['error']}\n```"
+        last = int(steps.step.max()) if not steps.empty else 1
+        return text, training_curves(steps), last, 0, show_group(run_id, last, 0)
+
+    def show_group(run_id, picked_step, picked_group):
+        if not run_id:
+            return ""
+        stored = store.group(run_id, int(picked_step or 0), int(picked_group or 0))
+        if stored is None:
+            return f"<p>{html.escape(run_id)} has no step {picked_step}, group {picked_group} stored.</p>"
+        scale = json.loads(store.run(run_id)["config"]).get("scale_rewards", True)
+        return views.group_html(stored, int(picked_step), scale)
+
+    def overlay_runs(run_ids):
+        if not run_ids:
+            return None
+        return compare_runs({run_id: store.steps(run_id) for run_id in run_ids or []})
+
+    refresh.click(list_runs, None, [table, opened, compared], api_name="list_runs")
+    opened.change(open_run, opened, [summary, plot, step, group_id, group], api_name="open_run")
+    gr.on([step.input, group_id.input], show_group, [opened, step, group_id], group, api_visibility="private")
+    compared.change(overlay_runs, compared, overlay, api_name="compare_runs")
+    return SimpleNamespace(list_runs=list_runs, outputs=[table, opened, compared])
+
+
+def _settings(config: dict) -> str:
+    """The settings a run changed from the defaults, in one line."""
+    changed = Config.from_dict(config).changed()
+    return " ".join(f"{name}={value}" for name, value in changed.items()) or "defaults"
