@@ -33,7 +33,8 @@ def test_start_a_run_and_query_it(app_url):
     reward = load_task("arithmetic").rewards.text
     started, command, code = client.predict(reward, *SMALL, api_name="/start_run")
     assert started.startswith("Started with reward version")
-    assert "--steps 3" in command and "--group-size 4" in command and "Config(" in code
+    assert "--task arithmetic" in command and "--steps 3" in command and "--group-size 4" in command
+    assert "load_task('arithmetic')" in code and "Config(" in code
     deadline = time.monotonic() + 120
     message = ""
     while time.monotonic() < deadline:

@@ -33,6 +33,11 @@ class Task:
         """The dataset columns reward functions receive as keyword lists."""
         return columns_of(self.rows)
 
+    @property
+    def reference(self) -> str:
+        """What `load_task` takes to load this task again: a sample task's name, or its folder."""
+        return self.name if Path(self.folder) == SAMPLE_TASKS / self.name else self.folder
+
     def with_rewards(self, rewards: RewardSource) -> Task:
         """The same prompts scored by another reward source (an edited file, the editor's text)."""
         return dataclasses.replace(self, rewards=rewards)

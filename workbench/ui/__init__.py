@@ -60,11 +60,10 @@ def build_app(workspace: str) -> gr.Blocks:
             except (ConfigError, RuntimeError) as error:
                 return f"**Not started:** {html.escape(str(error))}", gr.skip(), gr.skip()
             reward_file = str(task_tab.save_reward(workspace, task))
-            task_ref = task.name if task.folder.endswith(f"sample_tasks/{task.name}") else task.folder
             return (
                 f"Started with reward version `{task.rewards.version}`.",
-                command_line(config, task_ref, workspace, reward_file),
-                python_code(config, task_ref, workspace, reward_file),
+                command_line(config, task.reference, workspace, reward_file),
+                python_code(config, task.reference, workspace, reward_file),
             )
 
         def resume_run(text):
