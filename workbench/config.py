@@ -45,7 +45,7 @@ class Config:
     """G: completions sampled per prompt; advantages compare completions within a group"""
     prompts_per_step: int = 8
     """P: prompts per step; a step samples P x G completions"""
-    max_new_tokens: int = 32
+    max_new_tokens: int = 48
     """longest completion; a completion cut here is marked truncated"""
     temperature: float = 1.0
     """sampling temperature; log-probs are taken at this temperature too"""

@@ -22,6 +22,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from workbench import tiny_corpus
 from workbench.hardware import autocast, cpu_has_bf16
 
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|unk|>"]
@@ -112,7 +113,7 @@ def warm_start(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, rng:
     model.train()
     steps = WARM_START["steps"]
     for _ in tqdm(range(steps), desc="building the tiny model (first use only)", unit="step"):
-        examples = [arithmetic_example(rng) for _ in range(WARM_START["batch_size"])]
+        examples = [tiny_corpus.arithmetic(rng)[:2] for _ in range(WARM_START["batch_size"])]
         input_ids, labels = _supervised_batch(examples, tokenizer)
         with autocast(torch.device("cpu"), cpu_has_bf16()):
             loss = model(input_ids=input_ids, labels=labels).loss
@@ -120,12 +121,6 @@ def warm_start(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, rng:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
-
-
-def arithmetic_example(rng: random.Random) -> tuple[str, str]:
-    """Two-digit addition, as in sample_tasks/arithmetic: ('23+58=', '81')."""
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
-    return f"{a}+{b}=", str(a + b)
 
 
 def _supervised_batch(examples, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,103 @@
+"""Every sample task: its prompts load, its reward imports nothing from the workbench, and it scores
+a right and a wrong completion as worked out by hand (through the reward worker, as in training)."""
+
+import ast
+import random
+
+import pytest
+
+from workbench.scoring import Scorer
+from workbench.tasks import SAMPLE_TASKS, load_task, sample_task_names
+from workbench.tiny_corpus import TASKS
+
+# task -> (row, [(completion, {reward function: value})])
+CASES = {
+    "arithmetic": ({"prompt": "23+58=", "answer": "81"}, [(" 81", {"correct": 1.0}), ("18", {"correct": 0.0})]),
+    "format_following": (
+        {"prompt": "tags 3+5=", "answer": "8"},
+        [
+            ("<think>3+5</think><answer>8</answer>", {"format_reward": 1.0, "correct": 1.0}),
+            ("<think>3+5</think><answer>9</answer>", {"format_reward": 1.0, "correct": 0.0}),
+            ("8", {"format_reward": 0.0, "correct": 0.0}),
+        ],
+    ),
+    "reversal": (
+        {"prompt": "reverse abcd:", "answer": "dcba"},
+        [
+            ("dcba", {"reversed_letters": 1.0}),
+            ("dcbx", {"reversed_letters": 0.75}),
+            ("dc", {"reversed_letters": 0.5}),
+            ("abcd", {"reversed_letters": 0.0}),
+            ("dcbaaa", {"reversed_letters": 4 / 6}),
+        ],
+    ),  # fmt: skip
+    "length_target": (
+        {"prompt": "write 5 letters:", "target": 5},
+        [("abcde", {"length_reward": 0.0}), ("abc", {"length_reward": -2.0}), ("abcdefg", {"length_reward": -2.0})],
+    ),
+    "countdown": (
+        {"prompt": "use 2 3 5 make 13:", "numbers": [2, 3, 5], "target": 13},
+        [
+            ("3*5-2", {"countdown_reward": 1.0}),
+            ("2+3+5", {"countdown_reward": 0.1}),
+            ("3*5", {"countdown_reward": 0.0}),
+            ("13", {"countdown_reward": 0.0}),
+            ("__import__('os')", {"countdown_reward": 0.0}),
+            ("3*(5-", {"countdown_reward": 0.0}),
+        ],
+    ),  # fmt: skip
+    "word_problems": (
+        {"prompt": "Ann has 3 apples and gets 4 more. How many apples now? ", "answer": "7"},
+        [("7", {"correct": 1.0}), ("7 apples", {"correct": 1.0}), ("6", {"correct": 0.0}), ("", {"correct": 0.0})],
+    ),
+    "coding": (
+        {"prompt": "# return x doubled\ndef f(x): return ", "tests": [[0, 0], [1, 2], [2, 4], [5, 10]]},
+        [
+            ("x*2", {"tests_passed": 1.0}),
+            ("x*x", {"tests_passed": 0.5}),  # x*x is right for 0 and 2
+            ("x+", {"tests_passed": 0.0}),
+            ("1//(x-1)", {"tests_passed": 0.0}),  # (0 -> -1, 1 -> error, 2 -> 1, 5 -> 0)
+            ("9**9**9", {"tests_passed": 0.0}),
+            ("open('/etc/passwd')", {"tests_passed": 0.0}),
+        ],
+    ),  # fmt: skip
+}
+
+
+def test_every_sample_task_has_a_case_and_a_warm_start_generator():
+    assert sorted(CASES) == sample_task_names() == sorted(TASKS)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_reward_scores_right_and_wrong_completions_as_worked_out_by_hand(name):
+    task = load_task(name)
+    row, cases = CASES[name]
+    assert set(row) - {"prompt"} <= set(task.columns)
+    with Scorer(task.rewards, task.columns) as scorer:
+        scores = scorer.score([row] * len(cases), [completion for completion, _ in cases])
+    for k, (completion, expected) in enumerate(cases):
+        got = {function: values[k] for function, values in scores.values.items()}
+        assert got == pytest.approx(expected), completion
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_reward_imports_nothing_from_the_workbench_and_the_folder_is_documented(name):
+    folder = SAMPLE_TASKS / name
+    tree = ast.parse((folder / "reward.py").read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not any(module.split(".")[0] == "workbench" for module in imported)
+    assert "What a learner should see" in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_warm_start_completions_get_the_best_reward(name):
+    """The generator's completion for each of 20 rows scores the task's best (so the corpus teaches the task)."""
+    rng = random.Random(0)
+    examples = [TASKS[name](rng) for _ in range(20)]
+    task = load_task(name)
+    rows = [{"prompt": prompt, **columns} for prompt, _, columns in examples]
+    with Scorer(task.rewards, list(examples[0][2])) as scorer:
+        scores = scorer.score(rows, [completion for _, completion, _ in examples])
+    best = 0.0 if name == "length_target" else float(len(scores.values))
+    assert scores.rewards == [best] * 20

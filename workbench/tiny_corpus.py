@@ -1,0 +1,138 @@
+"""Examples of each sample task: (prompt, best completion, the row's other columns).
+
+Each generator draws one example from a seeded `random.Random`: the prompt as the task's prompts
+file has it, a completion the task's reward scores highest, and the row's other columns. The
+sample tasks' prompts files were drawn from them (`python -m workbench.tiny_corpus sample_tasks`),
+and the tiny model's warm start (`workbench/tiny.py`) draws its supervised examples from them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+Example = tuple[str, str, dict]
+
+
+def arithmetic(rng: random.Random) -> Example:
+    """Two-digit addition: '23+58=' -> '81'."""
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    return f"{a}+{b}=", str(a + b), {"answer": str(a + b)}
+
+
+def format_following(rng: random.Random) -> Example:
+    """One-digit addition answered in <think>/<answer> tags: 'tags 3+5=' -> '<think>3+5</think><answer>8</answer>'."""
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    return f"tags {a}+{b}=", f"<think>{a}+{b}</think><answer>{a + b}</answer>", {"answer": str(a + b)}
+
+
+def reversal(rng: random.Random) -> Example:
+    """A word of 3 to 6 letters, reversed: 'reverse abcd:' -> 'dcba'."""
+    word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 6)))
+    return f"reverse {word}:", word[::-1], {"answer": word[::-1]}
+
+
+def length_target(rng: random.Random) -> Example:
+    """As many letters as asked: 'write 12 letters:' -> 12 letters."""
+    target = rng.randint(4, 20)
+    text = "".join(rng.choice(string.ascii_lowercase) for _ in range(target))
+    return f"write {target} letters:", text, {"target": target}
+
+
+def countdown(rng: random.Random) -> Example:
+    """Three numbers and + - * to reach a target: 'use 3 5 2 make 13:' -> '3*5-2'."""
+    while True:
+        numbers = [rng.randint(1, 9) for _ in range(3)]
+        first, second = rng.choice("+-*"), rng.choice("+-*")
+        expression = f"{numbers[0]}{first}{numbers[1]}{second}{numbers[2]}"
+        target = eval(expression)  # digits and + - * only
+        if target > 0:
+            shown = sorted(numbers)
+            return f"use {' '.join(map(str, shown))} make {target}:", expression, {"numbers": shown, "target": target}
+
+
+NAMES = ["Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jun", "Kim", "Lea"]
+THINGS = ["apples", "books", "coins", "eggs", "pens", "shells", "stamps", "marbles"]
+WORD_PROBLEMS = [
+    ("{n} has {a} {t} and gets {b} more. How many {t} now?", lambda a, b: a + b),
+    ("{n} had {a} {t} and gave away {b}. How many {t} are left?", lambda a, b: a - b),
+    ("{n} buys {a} bags of {b} {t}. How many {t} in all?", lambda a, b: a * b),
+    ("{n} has {a} {t}. A friend has {b} more. How many does the friend have?", lambda a, b: a + b),
+    ("{n} packs {a} {t} into boxes of {b}. How many full boxes?", lambda a, b: a // b),
+    ("{n} reads {a} pages a day for {b} days. How many pages?", lambda a, b: a * b),
+]
+
+
+def word_problem(rng: random.Random) -> Example:
+    """A one-step word problem with a whole-number answer: '... How many apples now?' -> '7'."""
+    template, solve = rng.choice(WORD_PROBLEMS)
+    a, b = rng.randint(2, 12), rng.randint(2, 9)
+    if solve(a, b) <= 0:
+        a, b = b + a, min(a, b)
+    answer = solve(a, b)
+    prompt = template.format(n=rng.choice(NAMES), t=rng.choice(THINGS), a=a, b=b) + " "
+    return prompt, str(answer), {"answer": str(answer)}
+
+
+FUNCTIONS = {  # description -> expression in x, for one-line Python functions
+    "x doubled": "x*2",
+    "x tripled": "x*3",
+    "x squared": "x*x",
+    "x cubed": "x*x*x",
+    "x negated": "-x",
+    "half of x": "x//2",
+    "x plus one": "x+1",
+    "x minus one": "x-1",
+    "x plus two": "x+2",
+    "x minus two": "x-2",
+    "x plus ten": "x+10",
+    "x times ten": "x*10",
+    "the last digit of x": "x%10",
+    "x is even": "x%2==0",
+    "x is odd": "x%2==1",
+    "x is positive": "x>0",
+    "the absolute value of x": "abs(x)",
+    "x squared plus one": "x*x+1",
+    "twice x plus one": "2*x+1",
+    "x mod three": "x%3",
+}
+TEST_INPUTS = [0, 1, 2, 5, 7, 12, 31, 100]
+
+
+def coding(rng: random.Random) -> Example:
+    """A one-line Python function body, checked by unit tests: '# return x doubled\\ndef f(x): return ' -> 'x*2'."""
+    description, expression = rng.choice(sorted(FUNCTIONS.items()))
+    tests = [[x, eval(expression, {"abs": abs}, {"x": x})] for x in TEST_INPUTS]
+    return f"# return {description}\ndef f(x): return ", expression, {"tests": tests}
+
+
+TASKS: dict[str, Callable[[random.Random], Example]] = {
+    "arithmetic": arithmetic,
+    "format_following": format_following,
+    "reversal": reversal,
+    "length_target": length_target,
+    "countdown": countdown,
+    "word_problems": word_problem,
+    "coding": coding,
+}
+
+
+def write_prompts(folder: Path, task: str, count: int, seed: int = 0) -> None:
+    """The task's prompts file: `count` distinct prompts with their columns."""
+    rng, rows = random.Random(f"{task}/{seed}"), {}
+    while len(rows) < count:
+        prompt, _, columns = TASKS[task](rng)
+        rows.setdefault(prompt, {"prompt": prompt, **columns})
+    path = folder / task / "prompts.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()))
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1])
+    counts = dict(format_following=81, reversal=500, length_target=17, countdown=400, word_problems=36, coding=20)
+    for name, count in counts.items():
+        write_prompts(root, name, count)
