@@ -18,7 +18,7 @@ import time
 from types import SimpleNamespace
 
 from workbench.config import Config
-from workbench.dry_run import dry_run
+from workbench.dryrun import dry_run
 from workbench.policy import load_policy
 from workbench.scoring import Scorer, completions_for_trl
 from workbench.tasks import load_task

@@ -17,7 +17,7 @@ from learning import train_for  # bench/learning.py
 
 from workbench import Config, load_task
 from workbench.checkpoint import checkpoint_folder
-from workbench.dry_run import dry_run
+from workbench.dryrun import dry_run
 from workbench.policy import load_policy
 from workbench.tasks import sample_task_names
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from workbench import Config, Store, load_task, train
-from workbench.dry_run import dry_run
+from workbench.dryrun import dry_run
 from workbench.events import GroupsScored
-from workbench.rescore import rescore
+from workbench.rescoring import rescore
 from workbench.scoring import RewardSource
 from workbench.store import StoreError
 
@@ -71,3 +71,12 @@ def test_rescoring_a_run_with_the_opposite_reward_flips_rewards_and_advantages(t
         rescore(tmp_path, run_id, WRONG, step=9)
     with pytest.raises(StoreError, match="no run 'nope'"):
         rescore(tmp_path, "nope", WRONG)
+
+
+def test_every_name_workbench_exports_is_the_object_even_after_its_module_is_imported():
+    import types
+
+    import workbench
+    import workbench.ui  # noqa: F401  imports every engine module
+
+    assert not [name for name in workbench.__all__ if isinstance(getattr(workbench, name), types.ModuleType)]

@@ -5,7 +5,8 @@ for event in train(Config(steps=20), load_task("arithmetic"), workspace="runs"):
     print(event)
 
 Names are imported on first use, so `import workbench.rewards` (the reward worker does) stays
-free of torch.
+free of torch. No exported name is also a submodule's name: importing `workbench.X` binds
+`workbench.X` to the module, which would hide a function of that name.
 """
 
 import importlib
@@ -25,8 +26,8 @@ _EXPORTS = {
     "workbench.tasks": ["Task", "TaskError", "load_prompts", "load_task"],
     "workbench.trainer": ["train"],
     "workbench.scoring": ["RewardError", "RewardSource", "validate_rewards", "try_rewards"],
-    "workbench.dry_run": ["dry_run"],
-    "workbench.rescore": ["rescore"],
+    "workbench.dryrun": ["dry_run"],
+    "workbench.rescoring": ["rescore"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

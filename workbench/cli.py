@@ -17,11 +17,11 @@ import typing
 from tqdm.auto import tqdm
 
 from workbench.config import Config, ConfigError, field_docs
-from workbench.dry_run import dry_run
+from workbench.dryrun import dry_run
 from workbench.events import GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
 from workbench.policy import ModelLoadError
 from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
-from workbench.rescore import rescore
+from workbench.rescoring import rescore
 from workbench.scoring import RewardError, RewardSource, probes, validate_rewards
 from workbench.store import Store, StoreError
 from workbench.tasks import TaskError, load_task, sample_task_names

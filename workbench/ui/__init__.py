@@ -14,7 +14,7 @@ import gradio as gr
 
 from workbench.cli import command_line, python_code
 from workbench.config import ConfigError
-from workbench.dry_run import dry_run
+from workbench.dryrun import dry_run
 from workbench.policy import ModelLoadError
 from workbench.runner import Runner
 from workbench.scoring import RewardError, RewardSource, validate_rewards

@@ -6,7 +6,7 @@ import html
 
 import pandas as pd
 
-from workbench.dry_run import DryRun
+from workbench.dryrun import DryRun
 from workbench.events import Group
 from workbench.scoring import Scores
 from workbench.tasks import Task
