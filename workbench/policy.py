@@ -6,6 +6,7 @@ needs no second copy of the model (as TRL does with peft).
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +157,9 @@ def load_policy(config: Config) -> Policy:
         task_type="CAUSAL_LM",
     )
     try:
-        model = get_peft_model(base, lora)
+        with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates; not ours to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            model = get_peft_model(base, lora)
     except ValueError as error:
         modules = list(config.lora_target_modules)
         raise ModelLoadError(f"lora_target_modules {modules}: {error}") from None
