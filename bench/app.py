@@ -38,17 +38,9 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(ROOT / "tests"))
+from chromium import CHROMIUM, FLAGS, fill_stable  # noqa: E402  the browser test's helpers
+
 CONFIG = {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 8}
 OBSERVE = """() => {
     window.benchDelays = [];
@@ -91,17 +83,6 @@ def wait_http(url: str, app: subprocess.Popen, timeout: float = 120) -> None:
             pass
         time.sleep(0.02)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def fill_stable(page, selector: str, text: str) -> None:
-    """Fill, wait, check, refill: Gradio can reset a value typed right after a tab is first shown."""
-    box = page.locator(selector)
-    for _ in range(20):
-        box.fill(text)
-        page.wait_for_timeout(150)
-        if box.input_value() == text:
-            return
-    raise AssertionError(f"{selector} did not keep {text!r}")
 
 
 def scored_to_shown(page, steps: int, wait_for: int) -> tuple[float, list[tuple[int, float]]]:

@@ -9,18 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM, FLAGS, fill_stable
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PROMPTS = "".join(
     f'{{"prompt": "{a}+{b}=", "answer": "{a + b}"}}\n' for a, b in [(12, 30), (25, 25), (41, 17), (33, 9)]
 )
@@ -62,26 +52,6 @@ def set_code(page, text: str) -> None:
         if page.evaluate(lines).rstrip("\n") == text.rstrip("\n"):
             return
     raise AssertionError("the editor did not keep the text")
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input")
-    for _ in range(20):
-        box.fill(str(value))
-        page.wait_for_timeout(150)
-        if box.input_value() == str(value):
-            return
-    raise AssertionError(f"{elem_id} did not keep {value}")
-
-
-def fill_stable(page, selector: str, text: str) -> None:
-    box = page.locator(selector)
-    for _ in range(20):
-        box.fill(text)
-        page.wait_for_timeout(150)
-        if box.input_value() == text:
-            return
-    raise AssertionError(f"{selector} did not keep {text!r}")
 
 
 def wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:

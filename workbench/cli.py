@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import signal
 import sys
@@ -172,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
         run = store.run(args.resume)
         if run is None:
             raise TaskError(f"no run {args.resume!r} in workspace {args.workspace}")
-        config = config_from_args(args, json.loads(run["config"]))
+        config = config_from_args(args, run["config"])
         task = _task(args, args.task or run["task_path"])
     else:
         if not args.task:

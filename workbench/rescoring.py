@@ -20,7 +20,7 @@ import torch
 from workbench import grpo
 from workbench.config import Config
 from workbench.scoring import RewardSource, Scorer, columns_of
-from workbench.store import Store, StoreError
+from workbench.store import Store, StoreError, stored_prompt
 
 ROLLOUTS = """
 SELECT step, group_id, sample_idx, prompt, completion, completion_ids, extra_columns, reward, advantage
@@ -56,13 +56,14 @@ def rescore(
     run = store.run(run_id)
     if run is None:
         raise StoreError(f"no run {run_id!r} in workspace {workspace}")
-    config = Config.from_dict(json.loads(run["config"]))
+    config = Config.from_dict(run["config"])
     if reward_weights is not None:
         config = dataclasses.replace(config, reward_weights=reward_weights)
     frame = store.query(ROLLOUTS, [run_id, step])
     if frame.empty:
         raise StoreError(f"run {run_id} has no stored rollouts" + ("" if step is None else f" at step {step}"))
-    rows = [{"prompt": _prompt(p), **json.loads(e or "{}")} for p, e in zip(frame["prompt"], frame["extra_columns"])]
+    columns = zip(frame["prompt"], frame["extra_columns"])
+    rows = [{"prompt": stored_prompt(p), **json.loads(e or "{}")} for p, e in columns]
     parts = []
     with Scorer(rewards, columns_of(rows), config) as scorer:
         for number, part in frame.groupby("step", sort=True):
@@ -102,13 +103,3 @@ def _step_summary(frame: pd.DataFrame) -> pd.DataFrame:
             .sum(),
         }
     ).reset_index()
-
-
-def _prompt(stored: str):
-    """The prompt as the trainer gave it: the store keeps chat messages as JSON text."""
-    if stored.startswith("[{"):
-        try:
-            return json.loads(stored)
-        except json.JSONDecodeError:
-            pass
-    return stored

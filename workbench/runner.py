@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import statistics
 import threading
@@ -74,7 +73,7 @@ class Runner:
         run = Store(self.workspace).run(run_id)
         if run is None:
             raise TaskError(f"no run {run_id!r} in workspace {self.workspace}")
-        config = Config.from_dict(json.loads(run["config"]))
+        config = Config.from_dict(run["config"])
         if run["status"] == "finished":
             raise TaskError(f"run {run_id} finished all its {config.steps} steps: start a new run to train more")
         same = self.snapshot.run_id == run_id and self.task is not None

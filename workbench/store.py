@@ -162,8 +162,9 @@ class Store:
             )
 
     def run(self, run_id: str) -> dict | None:
+        """The run's row, its config as a dict."""
         frame = self.query("SELECT * FROM runs WHERE run_id = $1", [run_id])
-        return None if frame.empty else frame.iloc[0].to_dict()
+        return None if frame.empty else frame.assign(config=frame.config.map(json.loads)).iloc[0].to_dict()
 
     # steps
 
@@ -205,8 +206,8 @@ class Store:
             return con.execute(sql, parameters or []).df()
 
     def runs(self) -> pd.DataFrame:
-        """Every run, newest first, with how far it got and its latest reward mean."""
-        return self.query(
+        """Every run, newest first, with how far it got and its latest reward mean; configs as dicts."""
+        frame = self.query(
             """SELECT r.run_id, r.created_at, r.task, r.model, r.status, s.last_step,
                       (r.config->>'steps')::INTEGER AS steps, s.reward_mean, r.config, r.error
                FROM runs r LEFT JOIN (
@@ -214,6 +215,7 @@ class Store:
                    FROM steps GROUP BY run_id) s USING (run_id)
                ORDER BY r.created_at DESC"""
         )
+        return frame.assign(config=frame.config.map(json.loads))
 
     def steps(self, run_id: str) -> pd.DataFrame:
         """A run's `steps` rows in order, with `reward_function_means` as dicts."""
@@ -230,7 +232,7 @@ class Store:
         values = self.query(f"SELECT sample_idx, name, value FROM reward_values {where} ORDER BY sample_idx", key)
         return Group(
             group_id=group_id,
-            prompt=_prompt(rollouts.prompt[0]),
+            prompt=stored_prompt(rollouts.prompt[0]),
             completions=rollouts.completion.tolist(),
             rewards=rollouts.reward.tolist(),
             reward_values={
@@ -352,10 +354,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _prompt(text: str) -> str | list[dict]:
-    """A stored prompt: chat messages are stored as their JSON."""
-    if text.startswith('[{"role"'):
-        return json.loads(text)
+def stored_prompt(text: str) -> str | list[dict]:
+    """The prompt as the trainer gave it: the store keeps chat messages as JSON text."""
+    if text.startswith("[{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
     return text
 
 

@@ -26,14 +26,13 @@ def build(store: Store) -> None:
         download = gr.DownloadButton("Download CSV", interactive=False, elem_id="sql-download")
     message = gr.Markdown(elem_id="sql-message")
     result = gr.Dataframe(elem_id="sql-result")
-    downloads = Path(tempfile.mkdtemp(prefix="workbench-csv-"))
 
     def query(text):
         try:
             outcome = run_sql(store, text)
         except SQLError as error:
             return f"**error:** {html.escape(str(error))}", None, gr.DownloadButton(value=None, interactive=False)
-        path = Path(tempfile.mkdtemp(dir=downloads)) / "query.csv"  # one folder per query: sessions run at once
+        path = Path(tempfile.mkdtemp(prefix="workbench-query-")) / "query.csv"  # one per query: sessions run at once
         outcome.frame.to_csv(path, index=False)
         return outcome.message, outcome.frame, gr.DownloadButton(value=str(path), interactive=True)
 

@@ -33,7 +33,7 @@ def build(store: Store) -> SimpleNamespace:
 
     def list_runs():
         runs = store.runs()
-        runs["settings"] = runs.config.map(lambda c: _settings(json.loads(c)))
+        runs["settings"] = runs.config.map(_settings)
         ids = runs.run_id.tolist()
         return runs[COLUMNS], gr.Dropdown(choices=ids), gr.Dropdown(choices=ids)
 
@@ -41,7 +41,7 @@ def build(store: Store) -> SimpleNamespace:
         if not run_id:
             return "", None, gr.skip(), gr.skip(), ""
         run = store.run(run_id)
-        config = json.loads(run["config"])
+        config = run["config"]
         steps = store.steps(run_id)
         text = (
             f"**{html.escape(run_id)}** · {run['status']} · task {html.escape(run['task'])} · model "
@@ -51,21 +51,22 @@ def build(store: Store) -> SimpleNamespace:
         if run["error"]:
             text += f"\n\n```text\n{run['error']}\n```"
         last = int(steps.step.max()) if not steps.empty else 1
-        return text, training_curves(steps), last, 0, show_group(run_id, last, 0)
+        scale = config.get("scale_rewards", True)
+        return text, training_curves(steps), last, 0, _group(run_id, last, 0, scale)
 
     def show_group(run_id, picked_step, picked_group):
         if not run_id:
             return ""
-        stored = store.group(run_id, int(picked_step or 0), int(picked_group or 0))
-        if stored is None:
-            return f"<p>{html.escape(run_id)} has no step {picked_step}, group {picked_group} stored.</p>"
-        scale = json.loads(store.run(run_id)["config"]).get("scale_rewards", True)
-        return views.group_html(stored, int(picked_step), scale)
+        scale = store.run(run_id)["config"].get("scale_rewards", True)
+        return _group(run_id, int(picked_step or 0), int(picked_group or 0), scale)
+
+    def _group(run_id, step, group_id, scale):
+        return views.stored_group_html(store.group(run_id, step, group_id), run_id, step, group_id, scale)
 
     def overlay_runs(run_ids):
         if not run_ids:
             return None
-        return compare_runs({run_id: store.steps(run_id) for run_id in run_ids or []})
+        return compare_runs({run_id: store.steps(run_id) for run_id in run_ids})
 
     refresh.click(list_runs, None, [table, opened, compared], api_name="list_runs")
     opened.change(open_run, opened, [summary, plot, step, group_id, group], api_name="open_run")

@@ -65,11 +65,10 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         snapshot = runner.snapshot
         if snapshot.run_id is None:
             return gr.skip(), False, shown
-        stored = store.group(snapshot.run_id, int(picked_step or 0), int(picked_group or 0))
-        if stored is None:
-            return f"<p>Run {snapshot.run_id} has no step {picked_step}, group {picked_group} stored.</p>", False, shown
+        step, g = int(picked_step or 0), int(picked_group or 0)
         scale = snapshot.config.get("scale_rewards", True)
-        return views.group_html(stored, int(picked_step), scale), False, {**shown, "group": None}
+        page = views.stored_group_html(store.group(snapshot.run_id, step, g), snapshot.run_id, step, g, scale)
+        return page, False, {**shown, "group": None}
 
     def pick_group(following, picked_step, picked_group, shown):
         if following:  # the next tick shows this group of the latest step

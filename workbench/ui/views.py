@@ -61,6 +61,13 @@ def group_html(group: Group | None, step: int, scale_rewards: bool, scored_at: f
     )
 
 
+def stored_group_html(group: Group | None, run_id: str, step: int, group_id: int, scale_rewards: bool) -> str:
+    """A group read back from the store (`Store.group`), or which one the run does not have."""
+    if group is None:
+        return f"<p>Run {html.escape(run_id)} has no step {step}, group {group_id} stored.</p>"
+    return group_html(group, step, scale_rewards)
+
+
 def group_stats(rewards: list[float]) -> tuple[float, float]:
     """The group's mean reward and its sample std (n - 1), as `grpo.group_advantages` computes them."""
     n = len(rewards)
