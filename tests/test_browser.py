@@ -63,10 +63,14 @@ def wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:
 def zoom_first_panel(page) -> list[float]:
     """Drag across the first panel of the live curves, as a user zooms; the x range it zoomed to.
 
-    Retried: a redraw that lands in the middle of the drag cancels it, as it would a user's."""
+    Retried: a redraw that lands in the middle of the drag cancels it, as it would a user's, and a panel
+    caught while the plot remounts has no box yet."""
     plot = page.locator("#reward-plot .js-plotly-plot")
-    for _ in range(10):
+    for _ in range(20):
         box = page.locator("#reward-plot .nsewdrag").first.bounding_box()
+        if box is None:
+            page.wait_for_timeout(200)
+            continue
         y = box["y"] + box["height"] / 2
         page.mouse.move(box["x"] + box["width"] * 0.2, y)
         page.mouse.down()
