@@ -44,15 +44,18 @@ def length_target(rng: random.Random) -> Example:
 
 
 def countdown(rng: random.Random) -> Example:
-    """Three numbers and + - * to reach a target: 'use 3 5 2 make 13:' -> '3*5-2'."""
+    """Three numbers and + - * to reach a target: 'use 3 5 2 make 13:' -> '3*5-2'.
+
+    The numbers are shown in an order that reaches the target, so a small model that has learned to
+    copy them with two operators between is often near: a game of choosing operators."""
     while True:
         numbers = [rng.randint(1, 9) for _ in range(3)]
         first, second = rng.choice("+-*"), rng.choice("+-*")
         expression = f"{numbers[0]}{first}{numbers[1]}{second}{numbers[2]}"
         target = eval(expression)  # digits and + - * only
         if target > 0:
-            shown = sorted(numbers)
-            return f"use {' '.join(map(str, shown))} make {target}:", expression, {"numbers": shown, "target": target}
+            prompt = f"use {' '.join(map(str, numbers))} make {target}:"
+            return prompt, expression, {"numbers": numbers, "target": target}
 
 
 NAMES = ["Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jun", "Kim", "Lea"]
