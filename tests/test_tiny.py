@@ -3,15 +3,19 @@
 import torch
 from transformers import AutoTokenizer
 
-from workbench.tiny import build_tokenizer, tiny_model_path
+from workbench.tiny import MODEL_SHAPE, build_tokenizer, qwen2_config, tiny_model_path
 
 
 def test_tokenizer_round_trip_keeps_spaces_and_newlines(tmp_path):
-    build_tokenizer().save_pretrained(tmp_path)
+    """Saved beside a qwen2 config, as in a model folder: AutoTokenizer then picks the class by model type."""
+    built = build_tokenizer()
+    built.save_pretrained(tmp_path)
+    qwen2_config(built, **MODEL_SHAPE).save_pretrained(tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    text = "23 + 58 =\n\tanswer: 81"
+    text = "# return x doubled\ndef f(x): return x*2 \t~"
     ids = tokenizer.encode(text)
     assert len(ids) == len(text)  # one token per character
+    assert ids == built.encode(text)  # the ids the warm start trained on
     assert tokenizer.decode(ids) == text
 
 

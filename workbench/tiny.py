@@ -18,10 +18,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from workbench import tiny_corpus
 from workbench.hardware import autocast, cpu_has_bf16
@@ -45,9 +44,10 @@ MODEL_SHAPE = dict(
 # group of completions usually holds right and wrong ones: room for GRPO.
 WARM_START = dict(steps=600, batch_size=128, learning_rate=1e-3, chunks=4)
 MIX = dict(arithmetic=3, format_following=1, reversal=1, length_target=1, countdown=2, word_problems=2, coding=2)
-# A share of the format examples answer with the bare sum, so the format reward has something to teach.
-BARE_ANSWERS = 0.3
-RECIPE_VERSION = 2  # bump when the corpus or the training recipe changes: it invalidates caches
+# Shares of examples taught wrong on purpose, so that the task starts partly right: a format example
+# answers with the bare sum; a length or coding example with the completion of another example.
+WRONG = dict(format_following=0.3, length_target=0.5, coding=0.5)
+RECIPE_VERSION = 3  # bump when the corpus or the training recipe changes: it invalidates caches
 
 
 def cache_root() -> Path:
@@ -64,15 +64,17 @@ def tiny_model_path(seed: int = 0) -> Path:
     return path
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per printable ASCII character, plus pad, EOS and unknown."""
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(SPECIAL_TOKENS)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+def build_tokenizer() -> Qwen2Tokenizer:
+    """One token per printable ASCII character, plus pad, EOS and unknown.
+
+    A byte-level BPE without merges, of Qwen2's own class: AutoTokenizer loads a qwen2 model's
+    tokenizer as a Qwen2Tokenizer whatever tokenizer_config.json names, and that class rebuilds the
+    byte-level pipeline, in which a space is the symbol 'Ġ' and a newline 'Ċ'."""
+    symbols = bytes_to_unicode()
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + [symbols[ord(c)] for c in CHARACTERS])}
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
         pad_token="<|pad|>",
         eos_token="<|endoftext|>",
         unk_token="<|unk|>",
@@ -82,7 +84,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def qwen2_config(tokenizer: PreTrainedTokenizerFast, **shape) -> Qwen2Config:
+def qwen2_config(tokenizer: Qwen2Tokenizer, **shape) -> Qwen2Config:
     """A Qwen2 architecture of the given shape around the character tokenizer."""
     return Qwen2Config(
         vocab_size=len(tokenizer),
@@ -111,7 +113,7 @@ def build_tiny_model(path: Path, seed: int = 0) -> None:
         shutil.rmtree(staging)
 
 
-def warm_start(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, rng: random.Random):
+def warm_start(model: Qwen2ForCausalLM, tokenizer: Qwen2Tokenizer, rng: random.Random):
     """Supervised training on mixed (prompt, completion) examples; the loss covers the completion and its EOS."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=WARM_START["learning_rate"])
     model.train()
@@ -127,9 +129,15 @@ def warm_start(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, rng:
 def _example(rng: random.Random) -> tuple[str, str]:
     task = rng.choices(list(MIX), weights=list(MIX.values()))[0]
     prompt, completion, columns = tiny_corpus.TASKS[task](rng)
-    if task == "format_following" and rng.random() < BARE_ANSWERS:
-        completion = columns["answer"]
+    if task in WRONG and rng.random() < WRONG[task]:
+        completion = _wrong_completion(task, columns, rng)
     return prompt, completion
+
+
+def _wrong_completion(task: str, columns: dict, rng: random.Random) -> str:
+    if task == "format_following":
+        return columns["answer"]
+    return tiny_corpus.TASKS[task](rng)[1]
 
 
 def _accumulate_gradient(model, tokenizer, examples) -> None:
@@ -138,13 +146,10 @@ def _accumulate_gradient(model, tokenizer, examples) -> None:
     examples = sorted(examples, key=lambda e: len(e[0]) + len(e[1]))
     size = -(-len(examples) // WARM_START["chunks"])
     chunks = [_supervised_batch(examples[i : i + size], tokenizer) for i in range(0, len(examples), size)]
-    targets = [labels[:, 1:] for _, labels in chunks]
-    total = sum(int((t != -100).sum()) for t in targets)
-    for (input_ids, _), target in zip(chunks, targets):
+    total = sum(int((labels != -100).sum()) for _, labels in chunks)
+    for input_ids, labels in chunks:
         with autocast(torch.device("cpu"), cpu_has_bf16()):
-            logits = model(input_ids=input_ids).logits[:, :-1]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100, reduction="sum")
-        (loss / total).backward()
+            model(input_ids=input_ids, labels=labels, num_items_in_batch=total).loss.backward()
 
 
 def _supervised_batch(examples, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +168,7 @@ def _supervised_batch(examples, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _recipe(seed: int) -> dict:
-    return dict(version=RECIPE_VERSION, seed=seed, shape=MODEL_SHAPE, warm_start=WARM_START, mix=MIX, bare=BARE_ANSWERS)
+    return dict(version=RECIPE_VERSION, seed=seed, shape=MODEL_SHAPE, warm_start=WARM_START, mix=MIX, wrong=WRONG)
 
 
 def _recipe_hash(seed: int) -> str:
