@@ -54,6 +54,8 @@ def test_rescoring_a_run_with_the_opposite_reward_flips_rewards_and_advantages(t
     rescored = rescore(tmp_path, run_id, WRONG)
     frame = rescored.rollouts
     assert len(frame) == 24 and frame["new_reward"].tolist() == (1 - frame["reward"]).tolist()
+    stored = Store(tmp_path).query("SELECT prompt, completion FROM rollouts ORDER BY step, group_id, sample_idx")
+    assert frame[["prompt", "completion"]].equals(stored)  # each new reward beside what it scored
     assert frame["new_advantage"].tolist() == pytest.approx((-frame["advantage"]).tolist(), abs=1e-5)
     assert frame["new_wrong"].tolist() == frame["new_reward"].tolist()
     steps = rescored.steps

@@ -30,7 +30,8 @@ FROM rollouts WHERE run_id = $1 AND ($2::INTEGER IS NULL OR step = $2) ORDER BY 
 
 @dataclass(frozen=True)
 class Rescored:
-    rollouts: pd.DataFrame  # per completion: reward, new_reward, advantage, new_advantage, new value per function
+    # per completion: prompt, completion, reward, new_reward, advantage, new_advantage, new_<function>
+    rollouts: pd.DataFrame
     steps: pd.DataFrame  # per step: old and new reward mean and no-signal fraction, rewards changed, signs flipped
 
     def report(self) -> str:
@@ -78,7 +79,7 @@ def _rescored_step(scorer: Scorer, config: Config, step: int, part: pd.DataFrame
     trainer_state = SimpleNamespace(global_step=step - 1, max_steps=config.steps)
     scores = scorer.score(rows, part["completion"].tolist(), completion_ids, trainer_state)
     new_rewards = torch.tensor(scores.rewards)  # (B,)
-    part = part.drop(columns=["prompt", "completion_ids", "extra_columns"]).reset_index(drop=True)
+    part = part.drop(columns=["completion_ids", "extra_columns"]).reset_index(drop=True)
     part["new_reward"] = scores.rewards
     part["new_advantage"] = grpo.group_advantages(new_rewards, config.group_size, config.scale_rewards).tolist()
     for name, values in scores.values.items():
