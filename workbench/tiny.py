@@ -146,7 +146,7 @@ def _accumulate_gradient(model, tokenizer, examples) -> None:
     examples = sorted(examples, key=lambda e: len(e[0]) + len(e[1]))
     size = -(-len(examples) // WARM_START["chunks"])
     chunks = [_supervised_batch(examples[i : i + size], tokenizer) for i in range(0, len(examples), size)]
-    total = sum(int((labels != -100).sum()) for _, labels in chunks)
+    total = sum(int((labels[:, 1:] != -100).sum()) for _, labels in chunks)  # the loss's targets: labels shifted by one
     for input_ids, labels in chunks:
         with autocast(torch.device("cpu"), cpu_has_bf16()):
             model(input_ids=input_ids, labels=labels, num_items_in_batch=total).loss.backward()
