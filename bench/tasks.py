@@ -1,10 +1,12 @@
-"""Each sample task's mean reward for the tiny model before GRPO and after a wall-clock budget of training.
+"""Each sample task's mean reward before GRPO and after a wall-clock budget of training.
 
     python bench/tasks.py [--minutes 5] [--seeds 0 1 2] [--tasks arithmetic coding ...]
+    python bench/tasks.py --model HuggingFaceTB/SmolLM2-135M-Instruct --tasks short_answers --minutes 10
 
 The mean reward is over 32 prompts x 8 sampled completions (temperature 1, the training
 distribution), the prompts of a run's first step, for the base model and for the adapter trained
-for --minutes with the default config and that seed. Prints one line per run and a table of medians.
+for --minutes with that seed: the tiny model with the default config, SmolLM2 with the settings in
+REAL_MODEL (the task README's command). Prints one line per run and a table of medians.
 """
 
 from __future__ import annotations
@@ -21,36 +23,52 @@ from workbench.dryrun import dry_run
 from workbench.policy import load_policy
 from workbench.tasks import sample_task_names
 
+# A real model's settings: 4 chat prompts x 8 completions, replies up to 32 tokens, a lower learning rate.
+REAL_MODEL = dict(prompts_per_step=4, max_new_tokens=32, learning_rate=2e-4)
+CHAT_TASKS = ("short_answers",)  # for real instruct models; the tiny model does not know them
 
-def mean_reward(config: Config, task, policy) -> float:
+
+def mean_rewards(config: Config, task, policy) -> dict[str, float]:
+    """The mean reward, and each reward function's mean when there are several."""
     report = dry_run(config, task, num_prompts=32, policy=policy)
-    rewards = [r for group in report.groups for r in group.rewards]
-    return sum(rewards) / len(rewards)
+    rewards = [r for group in report.groups for r in group.rewards if r is not None]
+    means = {"reward": sum(rewards) / len(rewards)}
+    functions = report.function_stats()
+    if len(functions) > 1:
+        means |= dict(zip(functions.function, functions["mean"]))
+    return means
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--tasks", nargs="+", default=sample_task_names())
+    parser.add_argument("--tasks", nargs="+", default=[t for t in sample_task_names() if t not in CHAT_TASKS])
+    parser.add_argument("--model", default="tiny")
     args = parser.parse_args()
+    settings = {} if args.model == "tiny" else REAL_MODEL
     table = []
     for name in args.tasks:
         task, results = load_task(name), []
         for seed in args.seeds:
-            config = Config(seed=seed, steps=100_000, checkpoint_every=100_000)
-            before = mean_reward(config, task, load_policy(config))
+            config = Config(model=args.model, seed=seed, steps=100_000, checkpoint_every=100_000, **settings)
+            before = mean_rewards(config, task, load_policy(config))
             workspace = tempfile.mkdtemp(prefix="bench-tasks-")
             run_id, steps = train_for(config, task, args.minutes, workspace)
             trained = load_policy(config)
             trained.load_adapter(checkpoint_folder(workspace, run_id))
-            after = mean_reward(config, task, trained)
+            after = mean_rewards(config, task, trained)
             results.append((before, after))
-            print(f"{name} seed {seed}: {steps} steps in {args.minutes} min, mean reward {before:.3f} -> {after:.3f}")
-        table.append((name, statistics.median(b for b, _ in results), statistics.median(a for _, a in results)))
-    print(f"\n| task | before | after {args.minutes:g} min |\n|---|---|---|")
-    for name, before, after in table:
-        print(f"| {name} | {before:.3f} | {after:.3f} |")
+            changes = ", ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before)
+            print(f"{name} seed {seed}: {steps} steps in {args.minutes} min; {changes}", flush=True)
+        for key in results[0][0]:
+            label = name if key == "reward" else f"{name}: {key}"
+            medians = [statistics.median(side[key] for side in pair) for pair in zip(*results)]
+            table.append((label, *medians))
+    print(f"\n{args.model}, medians of seeds {args.seeds}")
+    print(f"| task | before | after {args.minutes:g} min |\n|---|---|---|")
+    for label, before, after in table:
+        print(f"| {label} | {before:.3f} | {after:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Config validation speaks to the user; every field has help and a CLI flag."""
 
 import dataclasses
+import math
 
 import pytest
 
@@ -64,3 +65,40 @@ def test_every_field_is_a_kebab_case_flag_of_train():
 def test_round_trip_through_json():
     config = Config(group_size=4, lora_target_modules=("all-linear",))
     assert Config.from_dict(config.to_dict()) == config
+
+
+def test_learning_rate_schedules_by_hand():
+    # 10 steps, 2 of warmup, lr 1: s = step - 1; warmup s / 2; linear (10 - s) / 8; cosine (1 + cos(pi (s - 2) / 8)) / 2
+    linear = Config(steps=10, warmup_steps=2, learning_rate=1.0, lr_scheduler_type="linear")
+    assert [linear.learning_rate_at(k) for k in (1, 2, 3, 10)] == pytest.approx([0.0, 0.5, 1.0, 0.125])
+    cosine = Config(steps=10, warmup_steps=2, learning_rate=1.0, lr_scheduler_type="cosine")
+    assert cosine.learning_rate_at(3) == 1.0
+    assert cosine.learning_rate_at(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert Config(learning_rate=0.3).learning_rate_at(50) == 0.3
+
+
+@pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
+def test_learning_rate_schedules_match_transformers(kind):
+    """The schedule TRL's trainer uses: transformers.get_scheduler, stepped after each optimizer step."""
+    import torch
+    from transformers import get_scheduler
+
+    config = Config(steps=12, warmup_steps=3, learning_rate=0.5, lr_scheduler_type=kind)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.learning_rate)
+    name = "constant_with_warmup" if kind == "constant" else kind
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=3, num_training_steps=12)
+    used = []
+    for _ in range(12):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert [config.learning_rate_at(k) for k in range(1, 13)] == pytest.approx(used)
+
+
+def test_bad_schedule_values_name_the_field():
+    with pytest.raises(ConfigError, match="lr_scheduler_type must be one of constant, linear, cosine"):
+        Config(lr_scheduler_type="step")
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        Config(warmup_steps=-1)
+    with pytest.raises(ConfigError, match="weight_decay"):
+        Config(weight_decay=-0.1)

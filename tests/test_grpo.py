@@ -117,3 +117,28 @@ def test_micro_batches_give_the_full_batch_gradient(loss_type):
     (first,) = torch.autograd.grad(loss_of(slice(0, 4)), logits)
     (second,) = torch.autograd.grad(loss_of(slice(4, 6)), logits)
     torch.testing.assert_close(first + second, full)
+
+
+def test_unscored_completions_are_left_out_of_the_group_and_get_zero_advantage():
+    """Group 1: [1, None, 0, 0] -> mean of the scored 1/3, Bessel std over 3: sqrt((4/9 + 1/9 + 1/9) / 2) = sqrt(1/3).
+    Group 2 has one scored reward (std undefined: advantage 0) and group 3 none."""
+    rewards = grpo.reward_tensor([1.0, None, 0.0, 0.0, None, 2.0, None, None, None, None, None, None])
+    std = math.sqrt(1 / 3) + 1e-4
+    expected = [(2 / 3) / std, 0.0, (-1 / 3) / std, (-1 / 3) / std] + [0.0] * 8
+    assert grpo.group_advantages(rewards, 4, scale=True).tolist() == pytest.approx(expected, rel=1e-6)
+    assert grpo.group_advantages(rewards, 4, scale=False).tolist() == pytest.approx(
+        [2 / 3, 0, -1 / 3, -1 / 3] + [0] * 8
+    )
+    assert math.isnan(rewards[1].item())
+    assert grpo.zero_std_fraction(rewards, 4) == 0.0  # no group has scored rewards that all agree
+
+
+def test_unscored_advantages_match_trl():
+    """TRL 1.16's own nan-aware baseline and std (trl.trainer.utils.nanstd) on the same rewards."""
+    trl_utils = pytest.importorskip("trl.trainer.utils")
+    rewards = grpo.reward_tensor([1.0, None, 0.0, 0.0, 3.0, 1.0, None, 2.0])
+    grouped = rewards.view(-1, 4)
+    mean = torch.nanmean(grouped, dim=1).repeat_interleave(4)
+    std = trl_utils.nanstd(grouped, dim=1).repeat_interleave(4)
+    trl_advantages = torch.nan_to_num((rewards - mean) / (std + 1e-4), nan=0.0)
+    torch.testing.assert_close(grpo.group_advantages(rewards, 4, scale=True), trl_advantages)

@@ -12,8 +12,15 @@ EOS = 1
 
 def test_completion_mask_runs_through_the_first_eos():
     ids = torch.tensor([[5, 6, EOS, 7], [5, EOS, EOS, 0], [5, 6, 7, 8]])
-    mask, truncated = _completion_mask(ids, EOS)
+    mask, truncated = _completion_mask(ids, (EOS,))
     assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    assert truncated.tolist() == [False, False, True]
+
+
+def test_completion_mask_stops_at_any_of_several_eos_ids():
+    ids = torch.tensor([[5, 9, 6, EOS], [5, 6, EOS, 9], [5, 6, 7, 8]])
+    mask, truncated = _completion_mask(ids, (EOS, 9))
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
     assert truncated.tolist() == [False, False, True]
 
 

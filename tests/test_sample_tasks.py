@@ -61,11 +61,36 @@ CASES = {
             ("open('/etc/passwd')", {"tests_passed": 0.0}),
         ],
     ),  # fmt: skip
+    "short_answers": (
+        {
+            "prompt": [{"role": "user", "content": "In at most 3 words: what is the capital of Peru?"}],
+            "answer": "Lima",
+            "max_words": 3,
+        },
+        [
+            ("Lima.", {"within_word_limit": 1.0, "names_the_capital": 1.0}),
+            ("It is Lima, Peru.", {"within_word_limit": 0.75, "names_the_capital": 1.0}),
+            ("Cusco", {"within_word_limit": 1.0, "names_the_capital": 0.0}),
+            ("Limassol", {"within_word_limit": 1.0, "names_the_capital": 0.0}),
+        ],
+    ),  # fmt: skip
 }
+# Tasks for a real instruct model (chat prompts): the tiny model is not warm-started on them.
+CHAT_TASKS = {"short_answers"}
 
 
-def test_every_sample_task_has_a_case_and_a_warm_start_generator():
-    assert sorted(CASES) == sample_task_names() == sorted(TASKS)
+def test_every_sample_task_has_a_case_and_the_tiny_model_knows_the_others():
+    assert sorted(CASES) == sample_task_names() == sorted(set(TASKS) | CHAT_TASKS)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_prompts_file_loads_with_datasets_as_trl_reads_it(name):
+    """TRL's GRPOTrainer takes a datasets.Dataset: every column must have one type across rows."""
+    datasets = pytest.importorskip("datasets")
+    task = load_task(name)
+    dataset = datasets.load_dataset("json", data_files=str(SAMPLE_TASKS / name / "prompts.jsonl"), split="train")
+    assert len(dataset) == len(task.rows)
+    assert set(dataset.column_names) == {"prompt", *task.columns}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

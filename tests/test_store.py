@@ -268,7 +268,22 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rows(tmp_path):
     with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
         con.execute(v1)
     store = Store(tmp_path)
-    assert store.query("SELECT value FROM meta")["value"].item() == "2"
+    assert store.query("SELECT value FROM meta")["value"].item() == "3"
     row = store.query("SELECT * FROM rollouts").iloc[0]
     assert row["completion"] == "2" and row["reward_version"] is None and row["extra_columns"] is None
     assert store.run("old")["error"] is None and store.query("SELECT * FROM reward_versions").empty
+
+
+def test_a_version_2_store_gains_the_step_columns_of_version_3(tmp_path):
+    v2_steps = """
+    CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+    INSERT INTO meta VALUES ('schema_version', '2');
+    CREATE TABLE steps (run_id VARCHAR, step INTEGER, reward_mean DOUBLE, PRIMARY KEY (run_id, step));
+    INSERT INTO steps VALUES ('old', 1, 0.5);
+    """
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
+        con.execute(v2_steps)
+    store = Store(tmp_path)
+    assert store.query("SELECT value FROM meta")["value"].item() == "3"
+    row = store.query("SELECT * FROM steps").iloc[0]
+    assert row["reward_mean"] == 0.5 and pd.isna(row["sampling_logp_diff_max"]) and pd.isna(row["learning_rate"])

@@ -1,6 +1,7 @@
 """The GRPO loop run for real on the built-in tiny model (built once, then cached)."""
 
 import json
+import shutil
 import threading
 
 import pytest
@@ -8,12 +9,13 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from workbench import Config, Store, load_task, train
+from workbench import Config, ConfigError, Store, load_task, train
 from workbench.checkpoint import checkpoint_folder
 from workbench.events import GroupsScored, RunFinished, RunStarted, StepFinished
 from workbench.policy import ModelLoadError, load_policy
 from workbench.scoring import RewardSource
 from workbench.tasks import Task
+from workbench.tiny import tiny_model_path
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8, checkpoint_every=100)
 
@@ -113,7 +115,7 @@ def test_beta_zero_skips_the_reference(tmp_path):
 
 
 def test_several_iterations_per_batch_use_the_sampling_policy_as_pi_old(tmp_path):
-    (first,) = steps(run(Config(steps=1, num_iterations=3, micro_batch_size=5, **SMALL), tmp_path))
+    (first,) = steps(run(Config(steps=1, num_iterations=3, micro_batch_tokens=16, **SMALL), tmp_path))
     # iteration 1 has ratio 1 exactly; later ones move away from it, so the mean is not 1
     assert first.metrics["ratio_mean"] != 1.0
     assert abs(first.metrics["ratio_mean"] - 1.0) < 0.5
@@ -153,3 +155,108 @@ def test_a_model_by_local_path_and_chat_prompts(tmp_path):
 def test_an_unreachable_hub_model_says_which():
     with pytest.raises(ModelLoadError, match="could not load model 'no-such-org/no-such-model'"):
         load_policy(Config(model="no-such-org/no-such-model"))
+
+
+def model_copy(tmp_path, **config_changes):
+    """The tiny model's folder copied, with changes to its config.json."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_path(), folder)
+    config = json.loads((folder / "config.json").read_text()) | config_changes
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_the_models_own_dropout_is_off_so_it_cannot_fake_a_kl(tmp_path):
+    """With attention dropout 0.1, the training forward differs from the reference's at step 1."""
+    model = model_copy(tmp_path, attention_dropout=0.1)
+    (first,) = steps(run(Config(model=model, steps=1, **SMALL), tmp_path / "off"))
+    assert first.metrics["kl"] == 0.0
+    (kept,) = steps(run(Config(model=model, steps=1, disable_dropout=False, **SMALL), tmp_path / "kept"))
+    assert kept.metrics["kl"] > 1e-4
+
+
+def constant_reward_task(value):
+    source = f"def constant(completions, **kwargs):\n    return [{value!r}] * len(completions)\n"
+    task = load_task("arithmetic")
+    return task.with_rewards(RewardSource(source, "constant.py"))
+
+
+def lora_weights(tmp_path, run_id):
+    policy = load_policy(Config(**SMALL))
+    policy.load_adapter(checkpoint_folder(tmp_path, run_id))
+    return {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_" in n}
+
+
+def test_a_step_where_no_completion_is_scored_trains_nothing_and_says_so(tmp_path):
+    events = run(Config(steps=2, **SMALL), tmp_path, task=constant_reward_task(None))
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "finished"
+    for step in steps(events):
+        assert step.metrics["unscored_frac"] == 1.0 and step.metrics["loss"] is None
+        assert step.metrics["reward_mean"] is None
+    initial = {n: p.detach() for n, p in load_policy(Config(**SMALL)).model.named_parameters() if "lora_" in n}
+    trained = lora_weights(tmp_path, events[0].run_id)
+    assert all(torch.equal(trained[n], p) for n, p in initial.items())
+    stored = Store(tmp_path).query("SELECT count(*) AS n, count(reward) AS scored FROM rollouts")
+    assert stored.n.item() == 24 and stored.scored.item() == 0
+
+
+def test_without_signal_the_adapter_does_not_decay(tmp_path):
+    """Every reward equal: every advantage is 0 and the KL gradient is 0 at step 1, so with TRL's weight
+    decay of 0 the adapter stays exactly as initialised (torch's AdamW default of 0.01 would shrink it)."""
+    events = run(Config(steps=1, **SMALL), tmp_path / "none", task=constant_reward_task(1.0))
+    initial = {n: p.detach() for n, p in load_policy(Config(**SMALL)).model.named_parameters() if "lora_" in n}
+    trained = lora_weights(tmp_path / "none", events[0].run_id)
+    assert all(torch.equal(trained[n], p) for n, p in initial.items())
+    events = run(Config(steps=1, weight_decay=0.1, **SMALL), tmp_path / "decay", task=constant_reward_task(1.0))
+    decayed = lora_weights(tmp_path / "decay", events[0].run_id)
+    lora_a = [n for n in initial if "lora_A" in n]
+    assert all(torch.allclose(decayed[n], initial[n] * (1 - 5e-4 * 0.1)) for n in lora_a)
+
+
+def test_resume_refuses_changed_settings_and_stores_a_new_last_step(tmp_path):
+    events = run(Config(steps=2, **SMALL), tmp_path)
+    run_id = events[0].run_id
+    with pytest.raises(ConfigError, match=r"beta=0.04 \(given 0.1\)"):
+        run(Config(steps=2, beta=0.1, **SMALL), tmp_path, resume=run_id)
+    assert Store(tmp_path).run(run_id)["config"]["beta"] == 0.04
+
+    more = run(Config(steps=3, **SMALL), tmp_path, resume=run_id)
+    assert [e.step for e in steps(more)] == [3]
+    assert Store(tmp_path).run(run_id)["config"]["steps"] == 3
+
+    linear = run(Config(steps=2, lr_scheduler_type="linear", **SMALL), tmp_path / "linear")
+    with pytest.raises(ConfigError, match=r"steps=2 \(given 3\)"):  # the schedule would change under it
+        run(Config(steps=3, lr_scheduler_type="linear", **SMALL), tmp_path / "linear", resume=linear[0].run_id)
+
+
+def test_the_cli_refuses_a_resume_with_changed_settings(tmp_path, capsys):
+    from workbench.cli import main
+
+    run_id = run(Config(steps=1, **SMALL), tmp_path)[0].run_id
+    assert main(["train", "--workspace", str(tmp_path), "--resume", run_id, "--beta", "0.1"]) == 2
+    assert "beta=0.04 (given 0.1)" in capsys.readouterr().err
+
+
+def test_micro_batches_are_whole_groups_within_the_token_budget():
+    from workbench.rollout import Rollouts
+    from workbench.trainer import micro_batches
+
+    # three groups of 2, prompts padded to 5 tokens; longest completions 4, 1, 6 tokens
+    prompt_lengths, completion_lengths = [3, 3, 5, 4, 2, 2], [4, 2, 1, 1, 6, 3]
+    prompt_mask = torch.tensor([[0] * (5 - n) + [1] * n for n in prompt_lengths])
+    completion_mask = torch.tensor([[1] * n + [0] * (6 - n) for n in completion_lengths])
+    rollouts = Rollouts(prompt_mask, prompt_mask, completion_mask, completion_mask, None, [""] * 6, None)
+    # tokens of a pass, groups x (prompt width + G x longest completion):
+    # group 0 alone 1 x (5 + 2 x 4) = 13; groups 0-1 2 x (5 + 2 x 4) = 26; groups 0-2 3 x (5 + 2 x 6) = 51
+    assert micro_batches(rollouts, 2, 51) == [slice(0, 6)]
+    assert micro_batches(rollouts, 2, 50) == [slice(0, 4), slice(4, 6)]
+    assert micro_batches(rollouts, 2, 25) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    assert micro_batches(rollouts, 2, 1) == [slice(0, 2), slice(2, 4), slice(4, 6)]  # a group always fits alone
+
+
+def test_micro_batching_gives_the_full_batch_gradient(tmp_path):
+    """The loss is normalised by the whole batch, so one pass or many give the same update."""
+    one = steps(run(Config(steps=2, seed=3, precision="fp32", **SMALL), tmp_path / "one"))
+    many = steps(run(Config(steps=2, seed=3, precision="fp32", micro_batch_tokens=1, **SMALL), tmp_path / "many"))
+    assert [s.metrics["loss"] for s in many] == pytest.approx([s.metrics["loss"] for s in one], rel=1e-4, abs=1e-7)
+    assert many[1].metrics["kl"] == pytest.approx(one[1].metrics["kl"], rel=1e-3)

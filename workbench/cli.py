@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import signal
 import sys
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from workbench.config import Config, ConfigError, field_docs
 from workbench.dryrun import dry_run
 from workbench.events import GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
-from workbench.policy import ModelLoadError
+from workbench.hub import ModelLoadError
 from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
 from workbench.rescoring import rescore
 from workbench.scoring import RewardError, RewardSource, probes, validate_rewards
@@ -81,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     query_parser.add_argument("--format", choices=["table", "csv"], default="table")
     query_parser.add_argument("--max-rows", type=int, default=MAX_ROWS, help="print at most this many rows")
     query_parser.set_defaults(command=run_query)
+
+    app_parser = commands.add_parser("app", help="serve the app in a browser (what `python app.py` does)")
+    add_app_flags(app_parser)
+    app_parser.set_defaults(command=run_app)
+
+    tiny_parser = commands.add_parser("build-tiny", help="rebuild the built-in tiny model from its recipe (~6 min)")
+    tiny_parser.add_argument("--out", help="folder to write (default: the package's own tiny_model folder)")
+    tiny_parser.add_argument("--seed", type=int, default=0)
+    tiny_parser.set_defaults(command=run_build_tiny)
     return parser
 
 
@@ -269,4 +279,44 @@ def run_query(args: argparse.Namespace) -> int:
         print(result.frame.to_string(index=False) if not result.frame.empty else "(no rows)")
     if result.truncated:
         print(result.message, file=sys.stderr)
+    return 0
+
+
+def add_app_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--workspace", default="runs", help="folder of the store and checkpoints")
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("WORKBENCH_PASSWORD"),
+        help="required off 127.0.0.1 (or set WORKBENCH_PASSWORD)",
+    )
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Serve the app; off 127.0.0.1 only with a password, because the reward editor runs code."""
+    if args.host not in ("127.0.0.1", "localhost") and not args.password:
+        print(
+            f"error: --host {args.host} serves a reward editor that runs code; give --password "
+            "(or WORKBENCH_PASSWORD) to bind anywhere but 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    from workbench.ui import KEEP_ZOOM_JS, build_app  # gradio loads only for the app
+
+    auth = ("workbench", args.password) if args.password else None
+    build_app(args.workspace).launch(
+        server_name=args.host, server_port=args.port, auth=auth, js=KEEP_ZOOM_JS, show_error=True
+    )
+    return 0
+
+
+def run_build_tiny(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from workbench.tiny import SHIPPED, build_tiny_model
+
+    out = Path(args.out) if args.out else SHIPPED
+    build_tiny_model(out, seed=args.seed)
+    print(f"tiny model written to {out}", file=sys.stderr)
     return 0

@@ -21,9 +21,14 @@ class ConfigError(ValueError):
 
 CHOICES = {  # the fields that take one of a few words; the app shows them as dropdowns
     "loss_type": ("grpo", "dapo"),
+    "lr_scheduler_type": ("constant", "linear", "cosine"),
     "precision": ("auto", "bf16", "fp32"),
     "device": ("auto", "cpu", "cuda"),
 }
+
+
+# Fields older runs stored that no longer exist; their stored configs still load.
+RETIRED = {"micro_batch_size"}  # replaced by micro_batch_tokens
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class Config:
     # optimisation
     learning_rate: float = 5e-4
     """AdamW learning rate for the adapter (suits the tiny model; billion-parameter models want ~1e-5)"""
+    lr_scheduler_type: str = "constant"
+    """after warmup, 'constant', or 'linear' / 'cosine' decay towards 0 at the last step (TRL's default: linear)"""
+    warmup_steps: int = 0
+    """steps over which the learning rate rises linearly from 0 to learning_rate"""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the adapter (TRL's default, 0; torch's AdamW would apply 0.01)"""
     beta: float = 0.04
     """KL weight against the reference (the base model with the adapter off); 0 skips the reference"""
     clip_epsilon: float = 0.2
@@ -65,10 +76,12 @@ class Config:
     """divide advantages by the group's reward std (DeepSeekMath); off gives Dr. GRPO's A = r - mean"""
     loss_type: str = "grpo"
     """'grpo': mean over each completion's tokens, then over completions; 'dapo': mean over all tokens"""
-    micro_batch_size: int = 32
-    """completions per forward/backward pass, in whole groups; gradients accumulate to one update"""
+    micro_batch_tokens: int = 768
+    """tokens per forward/backward pass (each group's prompt once, its padded completions), in whole groups"""
     max_grad_norm: float = 1.0
     """clip the adapter's gradient norm to this (0 turns clipping off)"""
+    disable_dropout: bool = True
+    """turn off the model's own dropout (as TRL does): with it on, pi_theta differs from pi_ref at step 1"""
 
     # rewards
     reward_weights: dict[str, float] = field(default_factory=dict)
@@ -96,8 +109,11 @@ class Config:
         _at_least(self, "group_size", 2, "GRPO compares completions of the same prompt")
         for name in ("prompts_per_step", "max_new_tokens", "lora_rank", "num_iterations"):
             _at_least(self, name, 1)
-        for name in ("micro_batch_size", "steps", "checkpoint_every"):
+        for name in ("micro_batch_tokens", "steps", "checkpoint_every"):
             _at_least(self, name, 1)
+        _at_least(self, "warmup_steps", 0)
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         for name in ("temperature", "learning_rate", "lora_alpha"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be greater than 0, got {getattr(self, name)}")
@@ -128,6 +144,23 @@ class Config:
         if not self.lora_target_modules:
             raise ConfigError("lora_target_modules must name at least one module, or 'all-linear'")
 
+    def learning_rate_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (1-based), as transformers' schedulers give it.
+
+        With s = step - 1: s / warmup_steps during warmup, then 1 (constant), (steps - s) / (steps -
+        warmup_steps) (linear) or (1 + cos(pi * (s - warmup_steps) / (steps - warmup_steps))) / 2 (cosine),
+        times learning_rate.
+        """
+        s = step - 1
+        if s < self.warmup_steps:
+            return self.learning_rate * s / self.warmup_steps
+        span = max(1, self.steps - self.warmup_steps)
+        if self.lr_scheduler_type == "linear":
+            return self.learning_rate * max(0.0, (self.steps - s) / span)
+        if self.lr_scheduler_type == "cosine":
+            return self.learning_rate * max(0.0, 0.5 * (1 + math.cos(math.pi * (s - self.warmup_steps) / span)))
+        return self.learning_rate
+
     @property
     def batch_size(self) -> int:
         """B = P x G completions per step."""
@@ -152,6 +185,7 @@ class Config:
     def from_dict(cls, values: dict) -> Config:
         """Build a Config from plain values, naming any field that does not exist."""
         names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in RETIRED}
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")

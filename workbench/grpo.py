@@ -14,6 +14,8 @@ Implementation choices, where the literature disagrees:
 1. Advantages: A = r - group mean. With `scale=True` it is divided by the group's std + 1e-4, the
    std with Bessel's correction (torch's default, as TRL); `scale=False` is Dr. GRPO's choice.
 2. A group whose rewards are all equal gets A = 0 for every completion: no learning signal.
+   A completion that no reward function scored (reward NaN) is left out of its group's mean and
+   std and gets A = 0 (TRL 1.16); a step with no scored completion trains nothing.
 3. KL: the k3 estimator exp(d) - d - 1 with d = log pi_ref - log pi_theta (Schulman 2020), per
    token, unbiased and always >= 0. It is part of the loss, not of the reward.
 4. Loss aggregation, `loss_type`: 'grpo' averages each completion's tokens, then the completions
@@ -32,19 +34,36 @@ import torch
 from torch import Tensor
 
 
+def reward_tensor(rewards: list[float | None]) -> Tensor:
+    """Rewards as a float tensor, NaN where no reward function scored the completion.  -> (B,)"""
+    return torch.tensor([float("nan") if r is None else float(r) for r in rewards], dtype=torch.float32)
+
+
 def group_advantages(rewards: Tensor, group_size: int, scale: bool) -> Tensor:
-    """A_i = r_i - mean(r_group), divided by std(r_group) + 1e-4 when scale.  (B,) -> (B,)"""
+    """A_i = r_i - mean(r_group), divided by std(r_group) + 1e-4 when scale.  (B,) -> (B,)
+
+    NaN rewards (unscored) are left out of the mean and std, and their advantage is 0.
+    """
     r = rewards.view(-1, group_size)  # (P, G)
-    a = r - r.mean(dim=1, keepdim=True)
+    a = r - r.nanmean(dim=1, keepdim=True)
     if scale:
-        a = a / (r.std(dim=1, keepdim=True) + 1e-4)
-    return a.view(-1)
+        a = a / (group_std(r) + 1e-4)
+    return a.nan_to_num(0.0).view(-1)
+
+
+def group_std(r: Tensor) -> Tensor:
+    """Each group's std over its scored (non-NaN) rewards, with Bessel's correction.  (P, G) -> (P, 1)
+
+    NaN for a group with fewer than two scored rewards (as TRL's nanstd): its advantages are 0."""
+    count = (~r.isnan()).sum(dim=1, keepdim=True)  # (P, 1)
+    squares = (r - r.nanmean(dim=1, keepdim=True)).pow(2).nansum(dim=1, keepdim=True)
+    return (squares / (count - 1)).sqrt().masked_fill(count < 2, float("nan"))
 
 
 def zero_std_fraction(rewards: Tensor, group_size: int) -> float:
-    """Fraction of groups whose rewards are all equal (advantage 0 everywhere: no signal)."""
-    r = rewards.view(-1, group_size)  # (P, G)
-    return (r.max(dim=1).values == r.min(dim=1).values).float().mean().item()
+    """Fraction of groups whose scored rewards are all equal (advantage 0 everywhere: no signal)."""
+    std = group_std(rewards.view(-1, group_size))  # (P, 1)
+    return torch.isclose(std, torch.zeros_like(std)).float().mean().item()
 
 
 def token_log_probs(logits: Tensor, tokens: Tensor, temperature: float) -> Tensor:

@@ -7,6 +7,7 @@ needs no second copy of the model (as TRL does with peft).
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +17,16 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from workbench.config import Config
 from workbench.grpo import token_log_probs
 from workbench.hardware import autocast, resolve_device, uses_bf16
-from workbench.tiny import tiny_model_path
+from workbench.hub import ModelLoadError, resolve_model
 
-
-class ModelLoadError(RuntimeError):
-    """The model named in the config could not be loaded; the message says why."""
+# Logits held at once by the log-prob pass: tokens x vocabulary x 4 bytes stays under this (64 MiB).
+LOGITS_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Policy:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     bf16: bool
+    eos_token_ids: tuple[int, ...]  # every id that ends a completion: the tokenizer's and generation_config's
 
     def autocast(self):
         return autocast(self.device, self.bf16)
@@ -65,31 +67,69 @@ class Policy:
         prompt + completion, with (G - 1) / G fewer prompt tokens computed.
         prompt_ids, prompt_mask (B, Lp) left-padded; completion_ids, completion_mask (B, T).
         """
-        group_prompts = prompt_ids[::group_size]  # (B / G, Lp)
-        group_mask = prompt_mask[::group_size]
         with self.autocast():
-            prefix = self.model(
-                input_ids=group_prompts,
-                attention_mask=group_mask,
-                position_ids=positions(group_mask),
-                use_cache=True,
-                logits_to_keep=1,
+            hidden = self._completion_hidden(prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
+            return self._token_log_probs(hidden, completion_ids, completion_mask, temperature)
+
+    def _completion_hidden(self, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size) -> Tensor:
+        """The decoder's last hidden state at the positions that predict o_0 .. o_T-1.  (B, T, H)"""
+        decoder = self.model.get_base_model().get_decoder()
+        group_mask = prompt_mask[::group_size]  # (B / G, Lp)
+        prefix = decoder(
+            input_ids=prompt_ids[::group_size],
+            attention_mask=group_mask,
+            position_ids=positions(group_mask),
+            use_cache=True,
+        )
+        hidden = prefix.last_hidden_state[:, -1:].repeat_interleave(group_size, dim=0)  # (B, 1, H): predicts o_0
+        if completion_ids.shape[1] == 1:
+            return hidden
+        cache = prefix.cache
+        cache.batch_repeat_interleave(group_size)
+        prompt_lengths = prompt_mask.sum(dim=1, keepdim=True)  # (B, 1)
+        steps = torch.arange(completion_ids.shape[1] - 1, device=self.device)
+        rest = decoder(
+            input_ids=completion_ids[:, :-1],
+            attention_mask=torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1),
+            position_ids=prompt_lengths + steps,  # (B, T - 1)
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state  # (B, T - 1, H): predicts o_1 .. o_T-1
+        return torch.cat([hidden, rest], dim=1)  # (B, T, H)
+
+    def _token_log_probs(self, hidden: Tensor, completion_ids: Tensor, completion_mask: Tensor, temperature: float):
+        """log softmax(lm_head(h) / T) at each completion token, chunk by chunk.  (B, T, H) -> (B, T)
+
+        Only the completions' real tokens are projected (padding is skipped), at most
+        LOGITS_CHUNK_BYTES of fp32 logits at a time; with a gradient, each chunk's logits are
+        recomputed in the backward pass instead of kept (SmolLM2's 49k vocabulary: 64 completions
+        x 32 tokens would hold 400 MB; Qwen's 152k, 1.2 GB).
+        """
+        head = self.model.get_base_model().get_output_embeddings()
+        chunk = max(1, LOGITS_CHUNK_BYTES // (4 * head.weight.shape[0]))
+        where = completion_mask.bool()  # (B, T)
+        states, tokens = hidden[where], completion_ids[where]  # (N, H), (N,)
+        needs_grad = torch.is_grad_enabled() and states.requires_grad and len(tokens) > chunk
+        pieces = []
+        for i in range(0, len(tokens), chunk):
+            args = (head, states[i : i + chunk], tokens[i : i + chunk], temperature, self.logit_transform)
+            pieces.append(
+                checkpoint(_chunk_log_probs, *args, use_reentrant=False) if needs_grad else _chunk_log_probs(*args)
             )
-            logits = prefix.logits.repeat_interleave(group_size, dim=0)  # (B, 1, V): predicts o_0
-            if completion_ids.shape[1] > 1:
-                cache = prefix.past_key_values
-                cache.batch_repeat_interleave(group_size)
-                prompt_lengths = prompt_mask.sum(dim=1, keepdim=True)  # (B, 1)
-                steps = torch.arange(completion_ids.shape[1] - 1, device=self.device)
-                rest = self.model(
-                    input_ids=completion_ids[:, :-1],
-                    attention_mask=torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1),
-                    position_ids=prompt_lengths + steps,  # (B, T - 1)
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits  # (B, T - 1, V): predicts o_1 .. o_T-1
-                logits = torch.cat([logits, rest], dim=1)  # (B, T, V)
-        return token_log_probs(logits, completion_ids, temperature)
+        log_probs = hidden.new_zeros(completion_ids.shape, dtype=torch.float32)  # (B, T), 0 on padding
+        return log_probs.masked_scatter(where, torch.cat(pieces))
+
+    @property
+    def logit_transform(self):
+        """What the model's own forward does to lm_head's output (Gemma's soft cap, Granite's scaling), or None."""
+        config = self.model.get_base_model().config
+        cap = getattr(config, "final_logit_softcapping", None)
+        scale = getattr(config, "logits_scaling", None)
+        if cap:
+            return lambda logits: torch.tanh(logits / cap) * cap
+        if scale:
+            return lambda logits: logits / scale
+        return None
 
     @torch.no_grad()
     def reference_log_probs(self, *inputs, group_size: int, temperature: float) -> Tensor:
@@ -98,25 +138,41 @@ class Policy:
             return self.log_probs(*inputs, group_size, temperature)
 
     @contextmanager
-    def merged_adapter(self):
-        """Fold the adapter into copies of the base weights, for sampling: W' = W + (alpha/r) B A.
+    def sampling_weights(self):
+        """The weights sampling runs on: the adapter folded into them where that is exact, else as in training.
 
-        The base weights themselves are put back untouched afterwards (peft's merge/unmerge
-        would add and subtract the delta, which rounds the base weights away over many steps).
+        Folding, W' = W + (alpha/r) B A, makes a decode step one matmul per layer instead of three,
+        but it is exact only for fp32 weights that no other module shares. A bf16 weight rounds
+        W + delta back to bf16, losing much of a small update (measured: max |log p_sampler - log
+        p_train| 0.093 on the tiny model), and a tied embedding would carry the delta into lm_head
+        too. Then sampling runs the adapter unfolded, the same computation the update differentiates.
+        The base weights are put back untouched afterwards (peft's merge/unmerge would add and
+        subtract the delta, which rounds the base weights away over many steps).
         """
+        if not self.can_fold():
+            yield
+            return
         originals = []
-        for module in self.model.modules():
-            if isinstance(module, LoraLayer):
-                weight = module.get_base_layer().weight
-                delta = module.get_delta_weight(module.active_adapters[0])
-                originals.append((weight, weight.data))
-                weight.data = (weight.data.float() + delta).to(weight.dtype)
+        for module in self._lora_layers():
+            weight = module.get_base_layer().weight
+            delta = module.get_delta_weight(module.active_adapters[0])
+            originals.append((weight, weight.data))
+            weight.data = weight.data + delta
         try:
             with self.model.disable_adapter():
                 yield
         finally:
             for weight, data in originals:
                 weight.data = data
+
+    def can_fold(self) -> bool:
+        """True when folding the adapter into the weights gives the same policy: fp32 and untied."""
+        uses = Counter(id(p) for _, p in self.model.named_parameters(remove_duplicate=False))
+        weights = [module.get_base_layer().weight for module in self._lora_layers()]
+        return not self.bf16 and all(w.dtype == torch.float32 and uses[id(w)] == 1 for w in weights)
+
+    def _lora_layers(self) -> list[LoraLayer]:
+        return [module for module in self.model.modules() if isinstance(module, LoraLayer)]
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -148,6 +204,8 @@ def load_policy(config: Config) -> Policy:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    if config.disable_dropout:
+        disable_dropout(base)
     torch.manual_seed(config.seed)  # the adapter's init (A random, B zero)
     lora = LoraConfig(
         r=config.lora_rank,
@@ -164,30 +222,40 @@ def load_policy(config: Config) -> Policy:
         modules = list(config.lora_target_modules)
         raise ModelLoadError(f"lora_target_modules {modules}: {error}") from None
     model.to(device)
-    return Policy(model, tokenizer, device, bf16)
+    model.eval()
+    return Policy(model, tokenizer, device, bf16, eos_token_ids(base, tokenizer))
+
+
+def eos_token_ids(model, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
+    """Every id that ends a completion: the tokenizer's EOS and each of generation_config.eos_token_id
+    (Qwen2.5-Instruct declares two: <|im_end|> and <|endoftext|>), as TRL and generate stop."""
+    declared = getattr(model.generation_config, "eos_token_id", None)
+    declared = [declared] if isinstance(declared, int) else list(declared or [])
+    ids = [tokenizer.eos_token_id, *declared]
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout of the model to 0: nn.Dropout modules (TRL's `disable_dropout`) and the
+    attention dropout that transformers' attention layers apply as a float (`attention_dropout`),
+    which TRL's leaves on. With either, the training forward differs from the sampling one."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
+def _chunk_log_probs(head, states: Tensor, tokens: Tensor, temperature: float, transform) -> Tensor:
+    logits = head(states)  # (n, V)
+    if transform is not None:
+        logits = transform(logits)
+    return token_log_probs(logits, tokens, temperature)
 
 
 def positions(attention_mask: Tensor) -> Tensor:
     """Position ids that skip left padding, as generate computes them.  (B, L)"""
     return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-
-
-def resolve_model(name: str) -> str:
-    """'tiny' -> the built-in model's folder; an existing folder as is; else a hub id.
-
-    A name that looks like a path (starts with '/', '.', '~') must exist: a typo in a local path
-    should say so rather than fail later as an unknown hub id.
-    """
-    if name == "tiny":
-        return str(tiny_model_path())
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise ModelLoadError(f"model folder {path} has no config.json: not a Hugging Face model")
-        return str(path)
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        raise ModelLoadError(f"model path {name} does not exist")
-    return name
 
 
 def _target_modules(modules: tuple[str, ...]) -> str | list[str]:

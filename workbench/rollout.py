@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from workbench.grpo import token_log_probs
 from workbench.policy import Policy, positions
 
 
@@ -21,6 +22,7 @@ class Rollouts:
     completion_mask: Tensor  # (B, T) 1 up to and including the first EOS
     truncated: Tensor  # (B,) bool: hit max_new_tokens without EOS
     completions: list[str]  # decoded, without special tokens
+    sampling_log_probs: Tensor  # (B, T) log p of each sampled token under the sampler, 0 after the EOS
 
     @property
     def num_tokens(self) -> Tensor:
@@ -33,18 +35,22 @@ class Rollouts:
         return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids, self.completion_mask)]
 
     def select(self, rows: slice) -> Rollouts:
-        """A micro-batch, trimmed to its own longest completion and prompt."""
+        """A micro-batch, trimmed to its own longest completion.
+
+        The prompts keep the whole batch's left padding, as the decode saw them: trimming it shifts
+        the keys against the attention kernels' blocks, and in bf16 the sums then round differently
+        (SmolLM2: |log p_sampler - log p_train| up to 0.35 with the padding trimmed, 0 kept).
+        """
         completion_mask = self.completion_mask[rows]
-        prompt_mask = self.prompt_mask[rows]
         t = int(completion_mask.sum(dim=1).max())
-        p = int(prompt_mask.sum(dim=1).max())
         return Rollouts(
-            self.prompt_ids[rows, -p:],
-            prompt_mask[:, -p:],
+            self.prompt_ids[rows],
+            self.prompt_mask[rows],
             self.completion_ids[rows, :t],
             completion_mask[:, :t],
             self.truncated[rows],
             self.completions[rows],
+            self.sampling_log_probs[rows, :t],
         )
 
     def model_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -64,16 +70,18 @@ def sample_groups(
     """Sample G completions for each of P prompts in one batched decode; stop at EOS.
 
     Each prompt is prefilled once and its KV cache repeated G times (the group shares it).
-    The decode runs with the adapter folded into the weights (`Policy.merged_adapter`): one
-    matmul per layer instead of three. Together these made sampling ~25% faster than
-    `model.generate` on the 25M bench model (bench/step_time.py).
+    The decode runs on `Policy.sampling_weights`: the adapter folded into the weights where that
+    is exact (one matmul per layer instead of three), else the very forward the update
+    differentiates. Together these made sampling ~25% faster than `model.generate` on the 25M
+    bench model (bench/step_time.py). The sampler's own log-prob of each token is kept, so the
+    update can measure how far the policy it trains is from the one that sampled.
     """
     tokenizer = policy.tokenizer
     prompts = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt")
     prompts = {k: v.to(policy.device) for k, v in prompts.items()}
     policy.model.eval()
-    with policy.merged_adapter(), policy.autocast():
-        completion_ids = _decode(
+    with policy.sampling_weights(), policy.autocast():
+        completion_ids, sampling_log_probs = _decode(
             policy,
             prompts["input_ids"],
             prompts["attention_mask"],
@@ -81,12 +89,11 @@ def sample_groups(
             max_new_tokens,
             temperature,
             top_p,
-        )  # (B, T)
-    completion_mask, truncated = _completion_mask(completion_ids, tokenizer.eos_token_id)
+        )  # (B, T), (B, T)
+    completion_mask, truncated = _completion_mask(completion_ids, policy.eos_token_ids)
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(
-        completion_ids.masked_fill(completion_mask == 0, tokenizer.eos_token_id),
-        skip_special_tokens=True,
+        [ids[mask.bool()] for ids, mask in zip(completion_ids, completion_mask)], skip_special_tokens=True
     )
     return Rollouts(
         prompts["input_ids"].repeat_interleave(group_size, dim=0),
@@ -95,6 +102,7 @@ def sample_groups(
         completion_mask,
         truncated,
         texts,
+        sampling_log_probs * completion_mask,
     )
 
 
@@ -106,9 +114,12 @@ def _decode(
     max_new_tokens: int,
     temperature: float,
     top_p: float,
-) -> Tensor:
-    """Prefill the P prompts, repeat the cache G times, sample token by token.  -> (B, T)"""
-    model, eos = policy.model, policy.tokenizer.eos_token_id
+) -> tuple[Tensor, Tensor]:
+    """Prefill the P prompts, repeat the cache G times, sample token by token.
+
+    -> token ids (B, T), and each token's log-prob under the sampler at `temperature` (B, T)."""
+    model = policy.model
+    eos_ids = torch.tensor(policy.eos_token_ids, device=prompt_ids.device)
     prefill = model(
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
@@ -116,17 +127,18 @@ def _decode(
         use_cache=True,
         logits_to_keep=1,
     )
-    cache = prefill.past_key_values
+    cache = prefill.cache
     cache.batch_repeat_interleave(group_size)
     logits = prefill.logits[:, -1].repeat_interleave(group_size, dim=0)  # (B, V)
     attention_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (B, Lp + t)
     position = attention_mask.sum(dim=1, keepdim=True)  # (B, 1)
     finished = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)  # (B,)
-    tokens = []
+    tokens, log_probs = [], []
     for t in range(max_new_tokens):
-        token = sample_token(logits, temperature, top_p).masked_fill(finished, eos)  # (B,)
+        token = sample_token(logits, temperature, top_p).masked_fill(finished, policy.eos_token_ids[0])  # (B,)
         tokens.append(token)
-        finished |= token == eos
+        log_probs.append(token_log_probs(logits, token, temperature))
+        finished |= torch.isin(token, eos_ids)
         if finished.all() or t == max_new_tokens - 1:
             break
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(token), 1)], dim=1)
@@ -134,11 +146,11 @@ def _decode(
             input_ids=token.unsqueeze(1),
             attention_mask=attention_mask,
             position_ids=position,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         ).logits[:, -1]  # (B, V)
         position = position + 1
-    return torch.stack(tokens, dim=1)
+    return torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1)
 
 
 def sample_token(logits: Tensor, temperature: float, top_p: float) -> Tensor:
@@ -152,9 +164,9 @@ def sample_token(logits: Tensor, temperature: float, top_p: float) -> Tensor:
     return torch.multinomial(probs, 1).squeeze(1)
 
 
-def _completion_mask(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
-    """1 on tokens up to and including the first EOS; truncated where there is no EOS.  (B, T)"""
-    is_eos = completion_ids == eos_token_id  # (B, T)
+def _completion_mask(completion_ids: Tensor, eos_token_ids: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """1 on tokens up to and including the first EOS (any of the ids); truncated where there is none.  (B, T)"""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_token_ids, device=completion_ids.device))  # (B, T)
     has_eos = is_eos.any(dim=1)  # (B,)
     length = completion_ids.shape[1]
     first_eos = torch.where(has_eos, is_eos.int().argmax(dim=1), length)  # (B,)

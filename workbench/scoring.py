@@ -7,7 +7,7 @@ calls each with keywords: `completions` (strings, or TRL's message form `[{"role
 "content": ...}]` for chat prompts), `prompts`, `completion_ids` (token ids up to and including EOS),
 `trainer_state` (`.global_step` optimizer steps so far, `.max_steps`) and every dataset column as a
 list (e.g. `answer`). The reward r_i is the weighted sum of the functions' values, skipping None
-(TRL's nansum; a completion no function scored gets 0).
+(TRL's nansum); a completion that no function scored has reward None, and no advantage.
 
 A `Scorer` keeps one worker (`workbench.reward_worker`) for its source. A function that raises, runs
 past `reward_time_limit`, exhausts `reward_memory_mb` or kills its process raises
@@ -74,7 +74,7 @@ class RewardSource:
 @dataclass(frozen=True)
 class Scores:
     values: dict[str, list[float | None]]  # each function's value per completion
-    rewards: list[float]  # r_i: the weighted sum, None skipped
+    rewards: list[float | None]  # r_i: the weighted sum, None skipped; None where no function scored
     output: dict[str, str] = field(default_factory=dict)  # what each function printed, where it printed
 
 
@@ -200,13 +200,15 @@ class Scorer:
         pairs = probes(rows)
         return self.score([row for row, _ in pairs], [completion for _, completion in pairs])
 
-    def total(self, values: dict[str, list[float | None]]) -> list[float]:
-        """r_i = sum over functions of weight * value, skipping None."""
+    def total(self, values: dict[str, list[float | None]]) -> list[float | None]:
+        """r_i = sum over functions of weight * value, skipping None; None where every value is None."""
         weights = self.config.reward_weights
         count = len(next(iter(values.values())))
-        return [
-            sum(weights.get(name, 1.0) * v[i] for name, v in values.items() if v[i] is not None) for i in range(count)
-        ]
+        totals = []
+        for i in range(count):
+            scored = [weights.get(name, 1.0) * v[i] for name, v in values.items() if v[i] is not None]
+            totals.append(float(sum(scored)) if scored else None)
+        return totals
 
     def close(self) -> None:
         self.worker.close()

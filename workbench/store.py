@@ -29,7 +29,7 @@ import pandas as pd
 
 from workbench.events import Group
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_FILE = "store.duckdb"
 
 SCHEMA = """
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS steps (
     kl DOUBLE, loss DOUBLE, clip_frac DOUBLE, ratio_mean DOUBLE, grad_norm DOUBLE,
     completion_tokens_mean DOUBLE, truncated_frac DOUBLE, seconds DOUBLE, seconds_sample DOUBLE,
     seconds_score DOUBLE, seconds_update DOUBLE, reward_function_means JSON, created_at TIMESTAMP,
+    learning_rate DOUBLE, unscored_frac DOUBLE, sampling_logp_diff_mean DOUBLE, sampling_logp_diff_max DOUBLE,
     PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS rollouts (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, prompt VARCHAR,
@@ -62,6 +63,12 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE rollouts ADD COLUMN reward_version VARCHAR;
     ALTER TABLE rollouts ADD COLUMN completion_ids INTEGER[];
     ALTER TABLE rollouts ADD COLUMN extra_columns JSON;
+    """,
+    2: """
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS learning_rate DOUBLE;
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS unscored_frac DOUBLE;
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS sampling_logp_diff_mean DOUBLE;
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS sampling_logp_diff_max DOUBLE;
     """,
 }
 # One DuckDB thread for the step writer: it shares the cores with torch, whose threads spin.
@@ -160,6 +167,10 @@ class Store:
                 "UPDATE runs SET status = ?, error = ?, host = ?, pid = ? WHERE run_id = ?",
                 [status, error, socket.gethostname(), os.getpid(), run_id],
             )
+
+    def set_config(self, run_id: str, config: dict) -> None:
+        with self.connect(read_only=False) as con:
+            con.execute("UPDATE runs SET config = ? WHERE run_id = ?", [json.dumps(config), run_id])
 
     def run(self, run_id: str) -> dict | None:
         """The run's row, its config as a dict."""

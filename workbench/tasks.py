@@ -13,7 +13,7 @@ import pandas as pd
 
 from workbench.scoring import RewardSource, columns_of
 
-SAMPLE_TASKS = Path(__file__).resolve().parent.parent / "sample_tasks"
+SAMPLE_TASKS = Path(__file__).resolve().parent / "sample_tasks"  # package data: installed with the package
 PROMPT_FILES = ("prompts.jsonl", "prompts.csv", "prompts.parquet", "prompts.txt")
 
 

@@ -3,12 +3,13 @@
 It is made here, needs no download, and is warm-started by a short supervised run on examples
 of every sample task, so it gets some answers right and many wrong: GRPO then has a signal to
 sharpen, and the improvement is visible on a CPU within minutes. The build is deterministic for
-a seed and cached as an ordinary Hugging Face model folder, which the policy loads like any other.
+a seed. The package ships the result (`workbench/tiny_model/`, bf16 safetensors, ~6 MB), an ordinary
+Hugging Face model folder that the policy loads like any other; `python -m workbench build-tiny`
+rebuilds it from this recipe, and a test fails when the shipped folder and the recipe disagree.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -47,21 +48,31 @@ MIX = dict(arithmetic=3, format_following=1, reversal=1, length_target=1, countd
 # Shares of examples taught wrong on purpose, so that the task starts partly right: a format example
 # answers with the bare sum; a length or coding example with the completion of another example.
 WRONG = dict(format_following=0.3, length_target=0.5, coding=0.5)
-RECIPE_VERSION = 3  # bump when the corpus or the training recipe changes: it invalidates caches
+RECIPE_VERSION = 3  # bump when the corpus or the training recipe changes, then run build-tiny
+SHIPPED = Path(__file__).resolve().parent / "tiny_model"
 
 
 def cache_root() -> Path:
-    """Where built models are kept: $WORKBENCH_CACHE, else ~/.cache/grpo-workbench."""
+    """Where models made from other files are kept: $WORKBENCH_CACHE, else ~/.cache/grpo-workbench."""
     default = Path.home() / ".cache" / "grpo-workbench"
     return Path(os.environ.get("WORKBENCH_CACHE", default))
 
 
-def tiny_model_path(seed: int = 0) -> Path:
-    """The folder of the tiny model built with `seed`, building it on first use."""
-    path = cache_root() / f"tiny-{_recipe_hash(seed)}"
-    if not (path / "config.json").exists():
-        build_tiny_model(path, seed)
-    return path
+def tiny_model_path() -> Path:
+    """The folder of the tiny model that ships with the package."""
+    if not (SHIPPED / "model.safetensors").exists():
+        raise FileNotFoundError(f"{SHIPPED} holds no model: rebuild it with `python -m workbench build-tiny`")
+    return SHIPPED
+
+
+def shipped_recipe() -> dict:
+    """The recipe the shipped model was built from (its recipe.json)."""
+    return json.loads((SHIPPED / "recipe.json").read_text())
+
+
+def recipe(seed: int = 0) -> dict:
+    """The recipe this code builds, for `seed`."""
+    return dict(version=RECIPE_VERSION, seed=seed, shape=MODEL_SHAPE, warm_start=WARM_START, mix=MIX, wrong=WRONG)
 
 
 def build_tokenizer() -> Qwen2Tokenizer:
@@ -95,8 +106,8 @@ def qwen2_config(tokenizer: Qwen2Tokenizer, **shape) -> Qwen2Config:
     )
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> None:
-    """Initialise, warm-start and save the tiny model to `path` (atomically: a folder appears whole)."""
+def build_tiny_model(path: Path = SHIPPED, seed: int = 0) -> None:
+    """Initialise, warm-start and save the tiny model to `path`, its weights in bf16 (a folder is replaced whole)."""
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(qwen2_config(tokenizer, **MODEL_SHAPE))
@@ -104,13 +115,12 @@ def build_tiny_model(path: Path, seed: int = 0) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
-    model.save_pretrained(staging)
+    staging.chmod(0o755)  # mkdtemp's 0700 would keep other users from the package's model
+    model.to(torch.bfloat16).save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / "recipe.json").write_text(json.dumps(_recipe(seed), indent=1))
-    try:
-        staging.rename(path)
-    except OSError:  # another process finished the same build first
-        shutil.rmtree(staging)
+    (staging / "recipe.json").write_text(json.dumps(recipe(seed), indent=1) + "\n")
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)
 
 
 def warm_start(model: Qwen2ForCausalLM, tokenizer: Qwen2Tokenizer, rng: random.Random):
@@ -118,7 +128,7 @@ def warm_start(model: Qwen2ForCausalLM, tokenizer: Qwen2Tokenizer, rng: random.R
     optimizer = torch.optim.AdamW(model.parameters(), lr=WARM_START["learning_rate"])
     model.train()
     steps = WARM_START["steps"]
-    for _ in tqdm(range(steps), desc="building the tiny model (first use only)", unit="step"):
+    for _ in tqdm(range(steps), desc="building the tiny model", unit="step"):
         examples = [_example(rng) for _ in range(WARM_START["batch_size"])]
         _accumulate_gradient(model, tokenizer, examples)
         optimizer.step()
@@ -165,11 +175,3 @@ def _supervised_batch(examples, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     labels = torch.tensor([r + [-100] * (width - len(r)) for r in label_rows])
     return input_ids, labels
-
-
-def _recipe(seed: int) -> dict:
-    return dict(version=RECIPE_VERSION, seed=seed, shape=MODEL_SHAPE, warm_start=WARM_START, mix=MIX, wrong=WRONG)
-
-
-def _recipe_hash(seed: int) -> str:
-    return hashlib.sha256(json.dumps(_recipe(seed), sort_keys=True).encode()).hexdigest()[:12]

@@ -2,7 +2,7 @@
 
 Each generator draws one example from a seeded `random.Random`: the prompt as the task's prompts
 file has it, a completion the task's reward scores highest, and the row's other columns. The
-sample tasks' prompts files were drawn from them (`python -m workbench.tiny_corpus sample_tasks`),
+sample tasks' prompts files were drawn from them (`python -m workbench.tiny_corpus workbench/sample_tasks`),
 and the tiny model's warm start (`workbench/tiny.py`) draws its supervised examples from them.
 """
 
@@ -109,7 +109,9 @@ TEST_INPUTS = [0, 1, 2, 5, 7, 12, 31, 100]
 def coding(rng: random.Random) -> Example:
     """A one-line Python function body, checked by unit tests: '# return x doubled\\ndef f(x): return ' -> 'x*2'."""
     description, expression = rng.choice(sorted(FUNCTIONS.items()))
-    tests = [[x, eval(expression, {"abs": abs}, {"x": x})] for x in TEST_INPUTS]
+    # expected outputs as numbers (True as 1: equal in Python), so that every row of the column has one
+    # type and `datasets` loads the file (it refuses a column that mixes booleans and integers)
+    tests = [[x, int(eval(expression, {"abs": abs}, {"x": x}))] for x in TEST_INPUTS]
     return f"# return {description}\ndef f(x): return ", expression, {"tests": tests}
 
 

@@ -28,7 +28,7 @@ from workbench.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from workbench.config import Config
+from workbench.config import Config, ConfigError
 from workbench.events import (
     Event,
     Group,
@@ -64,10 +64,14 @@ def train(
     (`RunPaused`): the failed step is not stored, and resuming redoes it.
     """
     store = Store(workspace)
+    if resume is not None:
+        check_resumable(store, resume, config)
     with Scorer(task.rewards, task.columns, config) as scorer:
         scorer.probe(task.rows)  # reward code is checked before any training
         policy = load_policy(config)
-        optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=config.learning_rate)
+        optimizer = torch.optim.AdamW(
+            policy.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         run_id, completed = _open_run(store, workspace, config, task, resume, policy, optimizer)
         yield from _steps(config, task, store, scorer, policy, optimizer, run_id, completed, stop, new_rewards)
 
@@ -94,13 +98,17 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
             sampled = time.perf_counter()
 
             scores = score(scorer, rows, rollouts, config, step)
-            rewards = torch.tensor(scores.rewards)  # (B,)
+            rewards = grpo.reward_tensor(scores.rewards)  # (B,), NaN where unscored
             advantages = grpo.group_advantages(rewards, config.group_size, config.scale_rewards)
             scored = time.perf_counter()
             groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
             yield GroupsScored(run_id, step, groups, scores.output)
 
-            update_metrics = update(policy, optimizer, rollouts, advantages.to(policy.device), config)
+            set_learning_rate(optimizer, config.learning_rate_at(step))
+            if rewards.isnan().all():  # no reward function scored anything: nothing to learn from
+                update_metrics = dict.fromkeys(UPDATE_METRICS)
+            else:
+                update_metrics = update(policy, optimizer, rollouts, advantages.to(policy.device), config)
             completed = step
             finished = time.perf_counter()
 
@@ -111,7 +119,7 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
                 seconds_update=finished - scored,
             )
             metrics = step_metrics(rewards, scores.values, rollouts, config.group_size)
-            metrics |= update_metrics | timings
+            metrics |= update_metrics | timings | {"learning_rate": config.learning_rate_at(step)}
             writer.write(_step_rows(run_id, step, metrics, groups, rows, rollouts, scores, unrecorded, scorer.source))
             unrecorded = None
             yield StepFinished(run_id, step, metrics)
@@ -158,6 +166,22 @@ def score(scorer: Scorer, rows: list[dict], rollouts: Rollouts, config: Config, 
     return scorer.score(group_rows, rollouts.completions, rollouts.completion_id_lists, trainer_state)
 
 
+UPDATE_METRICS = (
+    "loss",
+    "kl",
+    "clip_frac",
+    "ratio_mean",
+    "grad_norm",
+    "sampling_logp_diff_mean",
+    "sampling_logp_diff_max",
+)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+
+
 def update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -169,23 +193,27 @@ def update(
     G = config.group_size
     batch_completions = len(rollouts.completions)
     batch_tokens = int(rollouts.completion_mask.sum())
-    size = max(1, config.micro_batch_size // G) * G  # whole groups: they share a prompt pass
-    rows = [slice(i, i + size) for i in range(0, batch_completions, size)]
-    micro_batches = [rollouts.select(r).model_inputs() for r in rows]
+    rows = micro_batches(rollouts, G, config.micro_batch_tokens)
+    parts = [rollouts.select(r) for r in rows]
+    pass_inputs = [part.model_inputs() for part in parts]
     temperature = config.temperature
     ref_log_probs = [
         policy.reference_log_probs(*m, group_size=G, temperature=temperature) if config.beta > 0 else None
-        for m in micro_batches
+        for m in pass_inputs
     ]
     old_log_probs = [
-        _old_log_probs(policy, m, G, temperature) if config.num_iterations > 1 else None for m in micro_batches
+        _old_log_probs(policy, m, G, temperature) if config.num_iterations > 1 else None for m in pass_inputs
     ]
     policy.model.train()
     totals = defaultdict(float)
-    for _ in range(config.num_iterations):
+    for iteration in range(config.num_iterations):
         optimizer.zero_grad(set_to_none=True)
-        for r, inputs, ref, old in zip(rows, micro_batches, ref_log_probs, old_log_probs):
+        for r, part, inputs, ref, old in zip(rows, parts, pass_inputs, ref_log_probs, old_log_probs):
             log_probs = policy.log_probs(*inputs, G, temperature)  # (b, T)
+            if iteration == 0:  # TRL's sampling/sampling_logp_difference: sampler against the trained policy
+                gap = (log_probs.detach() - part.sampling_log_probs).abs()[part.completion_mask.bool()]
+                totals["sampling_gap"] += gap.sum().item()
+                totals["sampling_gap_max"] = max(totals["sampling_gap_max"], gap.max().item())
             loss, stats = grpo.grpo_loss(
                 log_probs,
                 log_probs.detach() if old is None else old,
@@ -213,7 +241,30 @@ def update(
         "clip_frac": totals["clipped"] / (n * batch_tokens),
         "ratio_mean": totals["ratio"] / (n * batch_tokens),
         "grad_norm": totals["grad_norm"] / n,
+        "sampling_logp_diff_mean": totals["sampling_gap"] / batch_tokens,
+        "sampling_logp_diff_max": totals["sampling_gap_max"],
     }
+
+
+def micro_batches(rollouts: Rollouts, group_size: int, max_tokens: int) -> list[slice]:
+    """Consecutive runs of whole groups whose tokens in a forward pass stay within max_tokens; a group
+    larger than that goes alone.
+
+    A pass computes each group's (padded) prompt once and each completion after it (`Policy.log_probs`),
+    so a run of g groups costs g x (prompt width + G x longest completion) tokens of activations. A
+    token budget, not a count of completions: completion lengths vary by task and model.
+    """
+    prompt_width = rollouts.prompt_ids.shape[1]
+    completion_lengths = rollouts.num_tokens.view(-1, group_size).max(dim=1).values.tolist()  # (P,)
+    slices, first, longest = [], 0, 0
+    for g, completion in enumerate(completion_lengths):
+        longest = max(longest, completion)
+        groups = g + 1 - first
+        if groups > 1 and groups * (prompt_width + group_size * longest) > max_tokens:
+            slices.append(slice(first * group_size, g * group_size))
+            first, longest = g, completion
+    slices.append(slice(first * group_size, len(completion_lengths) * group_size))
+    return slices
 
 
 @torch.no_grad()
@@ -222,21 +273,28 @@ def _old_log_probs(policy: Policy, inputs, group_size: int, temperature: float) 
     return policy.log_probs(*inputs, group_size, temperature)
 
 
-def step_metrics(rewards: torch.Tensor, reward_values: dict, rollouts: Rollouts, group_size: int) -> dict[str, float]:
-    """Reward and completion statistics of a step (TRL's metrics, named as the store's columns)."""
-    per_group = rewards.view(-1, group_size)  # (P, G)
+def step_metrics(rewards: torch.Tensor, reward_values: dict, rollouts: Rollouts, group_size: int) -> dict:
+    """Reward and completion statistics of a step (TRL's metrics, named as the store's columns).
+
+    Unscored completions (NaN rewards) are left out of the reward statistics and counted."""
+    group_std = grpo.group_std(rewards.view(-1, group_size))  # (P, 1), NaN below 2 scored
     function_means = {
         name: sum(v for v in values if v is not None) / max(1, sum(v is not None for v in values))
         for name, values in reward_values.items()
     }
     return {
-        "reward_mean": rewards.mean().item(),
-        "reward_std": per_group.std(dim=1).mean().item(),  # within-group std, as TRL's reward_std
+        "reward_mean": _finite(rewards.nanmean()),
+        "reward_std": _finite(group_std[group_std.isfinite()].mean()),  # within-group std, mean over groups
         "frac_zero_std": grpo.zero_std_fraction(rewards, group_size),
+        "unscored_frac": rewards.isnan().float().mean().item(),
         "completion_tokens_mean": rollouts.num_tokens.float().mean().item(),
         "truncated_frac": rollouts.truncated.float().mean().item(),
         "reward_function_means": function_means,
     }
+
+
+def _finite(value: torch.Tensor) -> float | None:
+    return value.item() if value.isfinite() else None
 
 
 def make_groups(rows: list[dict], rollouts: Rollouts, scores: Scores, advantages, group_size: int) -> list[Group]:
@@ -321,10 +379,32 @@ def _open_run(
         run_id = f"{task.name}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
         store.create_run(run_id, task.name, task.folder, config.model, config.to_dict(), task.rewards.text)
         return run_id, 0
-    if store.run(resume) is None:
-        raise ValueError(f"no run {resume!r} in workspace {workspace}")
     state = load_checkpoint(checkpoint_folder(workspace, resume), policy, optimizer)
     set_rng_state(state.rng)
     store.truncate_run(resume, state.step)  # steps logged after the checkpoint are redone
     store.set_status(resume, "running")
+    store.set_config(resume, config.to_dict())  # a resumed run may run to another last step
     return resume, state.step
+
+
+# What a resumed run may change: when it ends and how it is run, never what its steps compute.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "reward_time_limit", "reward_memory_mb", "device")
+
+
+def check_resumable(store: Store, run_id: str, config: Config) -> None:
+    """Refuse to resume a run with settings that would make its later steps disagree with its stored config."""
+    run = store.run(run_id)
+    if run is None:
+        raise ConfigError(f"no run {run_id!r} in workspace {store.workspace}")
+    stored = Config.from_dict(run["config"]).to_dict()
+    given = config.to_dict()
+    changed = [name for name in given if given[name] != stored[name] and name not in RESUMABLE_CHANGES]
+    if config.steps != stored["steps"] and config.lr_scheduler_type != "constant":
+        changed.append("steps")  # the learning rate schedule ends at the last step
+    if changed:
+        was = ", ".join(f"{name}={stored[name]!r} (given {given[name]!r})" for name in changed)
+        raise ConfigError(
+            f"run {run_id} was trained with {was}: a resumed run keeps its settings, so that every step "
+            "is stored with the config it ran with. Resume without changing them, or start a new run. "
+            f"A resume may change {', '.join(RESUMABLE_CHANGES)} (steps only on a constant learning rate)."
+        )

@@ -12,6 +12,7 @@ import typing
 import gradio as gr
 
 from workbench.config import CHOICES, Config, ConfigError, field_docs
+from workbench.hub import MODEL_CHOICES
 
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 MAIN = ("model", "steps", "group_size", "prompts_per_step", "max_new_tokens", "learning_rate", "beta")
@@ -38,6 +39,8 @@ def _widget(name: str, value) -> gr.components.Component:
     common = dict(label=name, info=help_text, elem_id=name)
     if name in CHOICES:
         return gr.Dropdown(list(CHOICES[name]), value=value, **common)
+    if name == "model":  # the models that work offline, or any hub id or folder typed in
+        return gr.Dropdown(list(MODEL_CHOICES), value=value, allow_custom_value=True, **common)
     if kind is bool:
         return gr.Checkbox(value, **common)
     if kind in (int, float):

@@ -1,4 +1,6 @@
-"""Rewards for answering in <think>/<answer> tags (the DeepSeek-R1 format). TRL's signature; imports nothing from the workbench."""
+"""Rewards for answering in <think>/<answer> tags (the DeepSeek-R1 format).
+
+TRL's signature; imports nothing from the workbench."""
 
 import re
 

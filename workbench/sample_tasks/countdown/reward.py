@@ -1,4 +1,6 @@
-"""Reward for the countdown game: reach the target with the given numbers. TRL's signature; imports nothing from the workbench."""
+"""Reward for the countdown game: reach the target with the given numbers.
+
+TRL's signature; imports nothing from the workbench."""
 
 import re
 
