@@ -89,3 +89,15 @@ def test_validate_dry_run_a_paused_run_resumed_with_a_fixed_reward_and_rescore(t
     assert "0 of 6 rewards change" in rescored
     weights = cli("train", "--task", "arithmetic", "--reward-weights", "nope=1", *small, check=False)
     assert weights.returncode == 2 and "reward_weights names nope" in weights.stderr
+
+
+def test_a_step_with_no_scored_completion_is_reported(tmp_path, capsys):
+    from workbench.cli import main
+
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "prompts.txt").write_text("1+1=\n2+2=\n")
+    (folder / "reward.py").write_text("def unscored(completions, **kwargs):\n    return [None] * len(completions)\n")
+    flags = ["--steps", "1", "--group-size", "2", "--prompts-per-step", "2", "--max-new-tokens", "4"]
+    assert main(["train", "--task", str(folder), "--workspace", str(tmp_path / "w"), *flags]) == 0
+    assert "step 1: no reward function scored any completion" in capsys.readouterr().err

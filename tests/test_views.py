@@ -4,7 +4,6 @@ group view, the status line, and the run form generated from Config (no browser 
 import shlex
 
 import pytest
-import torch
 
 from workbench import grpo
 from workbench.cli import build_parser, command_line, config_from_args, python_code
@@ -15,7 +14,7 @@ from workbench.ui import config_form, views
 
 
 def group(rewards, scale=True, values=None):
-    advantages = grpo.group_advantages(torch.tensor(rewards), len(rewards), scale).tolist()
+    advantages = grpo.group_advantages(grpo.reward_tensor(rewards), len(rewards), scale).tolist()
     n = len(rewards)
     values = values or {"correct": list(rewards)}
     return Group(0, "12+30=", [f"c{i}" for i in range(n)], rewards, values, advantages, [3] * n, [False] * n)
@@ -40,6 +39,18 @@ def test_without_scaling_the_advantage_is_the_reward_minus_the_mean():
 def test_a_group_with_equal_rewards_is_said_to_give_no_signal():
     text = views.explain(group([1.0, 1.0, 1.0, 1.0]), scale_rewards=True)
     assert "All 4 completions got reward 1.00, so every advantage is 0" in text
+
+
+def test_unscored_completions_are_shown_as_none_and_left_out_of_the_mean():
+    # scored rewards 1, 0, 0: mean 1/3, std sqrt(1/3) = 0.58; the unscored one gets advantage 0
+    shown = group([1.0, None, 0.0, 0.0])
+    assert shown.advantages[1] == 0.0
+    assert "group mean reward <b>0.33</b> · std <b>0.58</b>" in views.group_html(shown, 1, True)
+    assert "reward <b>None</b>" in views.group_html(shown, 1, True)
+    assert "scored by no reward function" in views.explain(group([None, None, 2.0, None]), True)
+    snapshot = Snapshot(run_id="r", status="running", step=1, steps=5)
+    snapshot.history.append({"step": 1, "seconds": 0.1, "reward_mean": None})
+    assert "no completion scored: nothing trained" in views.status(snapshot)
 
 
 def test_the_group_view_shows_each_reward_function_the_mean_std_and_colored_advantages():

@@ -204,7 +204,13 @@ def _follow(events, config: Config, workspace: str) -> int:
         elif isinstance(event, StepFinished):
             m = event.metrics
             kl = "-" if m["kl"] is None else f"{m['kl']:.4f}"
-            bar.set_postfix(reward=f"{m['reward_mean']:.3f}", kl=kl, tokens=f"{m['completion_tokens_mean']:.1f}")
+            reward = "-" if m["reward_mean"] is None else f"{m['reward_mean']:.3f}"
+            bar.set_postfix(reward=reward, kl=kl, tokens=f"{m['completion_tokens_mean']:.1f}")
+            if m["reward_mean"] is None:
+                bar.write(
+                    f"step {event.step}: no reward function scored any completion (all None), so nothing trained",
+                    file=sys.stderr,
+                )
             bar.update(1)
         elif isinstance(event, RunFinished):
             bar.close()

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 
 from workbench import grpo
 from workbench.config import Config
@@ -76,7 +75,7 @@ class DryRun:
         flat = [g for g in self.groups if _no_signal(g)]
         if len(flat) / len(self.groups) < NO_SIGNAL_WARNING:
             return None
-        values = sorted({g.rewards[0] for g in flat})
+        values = sorted({r for g in flat for r in g.rewards if r is not None})
         same = f"the same reward ({', '.join(f'{v:g}' for v in values[:4])})"
         return (
             f"{len(flat)} of {len(self.groups)} groups gave all their completions {same}: GRPO learns nothing "
@@ -118,10 +117,11 @@ def dry_run(
         started = time.perf_counter()
         rollouts = sample(policy, rows, config)
         scores = score(scorer, rows, rollouts, config, step=1)
-    advantages = grpo.group_advantages(torch.tensor(scores.rewards), config.group_size, config.scale_rewards)
+    advantages = grpo.group_advantages(grpo.reward_tensor(scores.rewards), config.group_size, config.scale_rewards)
     groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
     return DryRun(groups, time.perf_counter() - started)
 
 
 def _no_signal(group: Group) -> bool:
-    return len(set(group.rewards)) == 1
+    """All scored rewards equal (or fewer than two scored): every advantage is 0."""
+    return len({r for r in group.rewards if r is not None}) <= 1

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import torch
 
 from workbench import grpo
 from workbench.config import Config
@@ -78,7 +77,7 @@ def _rescored_step(scorer: Scorer, config: Config, step: int, part: pd.DataFrame
     completion_ids = None if any(i is None for i in ids) else [list(map(int, i)) for i in ids]  # older stores
     trainer_state = SimpleNamespace(global_step=step - 1, max_steps=config.steps)
     scores = scorer.score(rows, part["completion"].tolist(), completion_ids, trainer_state)
-    new_rewards = torch.tensor(scores.rewards)  # (B,)
+    new_rewards = grpo.reward_tensor(scores.rewards)  # (B,), NaN where no function scored
     part = part.drop(columns=["completion_ids", "extra_columns"]).reset_index(drop=True)
     part["new_reward"] = scores.rewards
     part["new_advantage"] = grpo.group_advantages(new_rewards, config.group_size, config.scale_rewards).tolist()
@@ -89,7 +88,7 @@ def _rescored_step(scorer: Scorer, config: Config, step: int, part: pd.DataFrame
 
 def _step_summary(frame: pd.DataFrame) -> pd.DataFrame:
     def no_signal(column: str) -> pd.Series:
-        return frame.groupby(["step", "group_id"])[column].agg(lambda r: r.nunique() == 1).groupby("step").mean()
+        return frame.groupby(["step", "group_id"])[column].agg(lambda r: r.nunique() <= 1).groupby("step").mean()
 
     by_step = frame.groupby("step")
     return pd.DataFrame(

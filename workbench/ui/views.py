@@ -21,7 +21,8 @@ def status(snapshot) -> str:
         line += f" · {snapshot.seconds_per_step:.2f} s/step"
         if snapshot.status == "running":
             line += f" · ETA {duration(snapshot.eta)}"
-        line += f" · reward {snapshot.history[-1]['reward_mean']:.3f}"
+        reward = snapshot.history[-1]["reward_mean"]
+        line += " · no completion scored: nothing trained" if reward is None else f" · reward {reward:.3f}"
     if snapshot.error:
         line += f"\n\n```text\n{snapshot.error}\n```"
     if snapshot.status == "paused":
@@ -44,7 +45,7 @@ def group_html(group: Group | None, step: int, scale_rewards: bool, scored_at: f
         f"<div style='border:1px solid #ccc;border-radius:6px;padding:6px'>"
         f"<div style='background:{color(a)};padding:2px 4px'><b>#{i}</b> advantage <b>{a:+.2f}</b></div>"
         f"<pre style='white-space:pre-wrap;margin:4px 0'>{html.escape(c)}</pre>"
-        f"<div>reward <b>{r:.2f}</b>"
+        f"<div>reward <b>{_value(r)}</b>"
         + "".join(f" · {html.escape(n)} {_value(group.reward_values[n][i])}" for n in names)
         + (" · <i>truncated</i>" if group.truncated[i] else "")
         + "</div></div>"
@@ -68,17 +69,27 @@ def stored_group_html(group: Group | None, run_id: str, step: int, group_id: int
     return group_html(group, step, scale_rewards)
 
 
-def group_stats(rewards: list[float]) -> tuple[float, float]:
-    """The group's mean reward and its sample std (n - 1), as `grpo.group_advantages` computes them."""
-    n = len(rewards)
-    mean = sum(rewards) / n
-    return mean, (sum((r - mean) ** 2 for r in rewards) / (n - 1)) ** 0.5
+def group_stats(rewards: list[float | None]) -> tuple[float, float]:
+    """The mean and sample std (n - 1) of the scored rewards, as `grpo.group_advantages` computes them
+    (NaN when fewer than two were scored)."""
+    scored = [r for r in rewards if r is not None]
+    n = len(scored)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = sum(scored) / n
+    return mean, (sum((r - mean) ** 2 for r in scored) / (n - 1)) ** 0.5
 
 
 def explain(group: Group, scale_rewards: bool) -> str:
     """The group's advantages in words, with the numbers on screen."""
     mean, std = group_stats(group.rewards)
     n = len(group.rewards)
+    unscored = sum(r is None for r in group.rewards)
+    if unscored > n - 2:
+        return (
+            f"{unscored} of {n} completions were scored by no reward function (None): with fewer than two "
+            "rewards there is nothing to compare, so every advantage is 0 and this group teaches nothing."
+        )
     if std == 0:
         return (
             f"All {n} completions got reward {mean:.2f}, so every advantage is 0: this group gives no learning "
