@@ -18,7 +18,8 @@ context (chromium itself is launched once, before the first round, so its launch
 
 Prints medians (with min-max) over the rounds; the delay's median, 90th percentile and max over every step
 seen in every round. Needs chromium at /usr/bin/chromium and the playwright package (never
-`playwright install`); set WORKBENCH_CACHE to reuse the built tiny model.
+`playwright install`). The tiny model ships with the package, so a fresh machine needs no cache:
+`WORKBENCH_CACHE=$(mktemp -d) python bench/app.py` measures what a new user sees.
 """
 
 from __future__ import annotations
