@@ -104,7 +104,8 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
             groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
             yield GroupsScored(run_id, step, groups, scores.output)
 
-            set_learning_rate(optimizer, config.learning_rate_at(step))
+            learning_rate = config.learning_rate_at(step)
+            set_learning_rate(optimizer, learning_rate)
             if rewards.isnan().all():  # no reward function scored anything: nothing to learn from
                 update_metrics = dict.fromkeys(UPDATE_METRICS)
             else:
@@ -119,7 +120,7 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
                 seconds_update=finished - scored,
             )
             metrics = step_metrics(rewards, scores.values, rollouts, config.group_size)
-            metrics |= update_metrics | timings | {"learning_rate": config.learning_rate_at(step)}
+            metrics |= update_metrics | timings | {"learning_rate": learning_rate}
             writer.write(_step_rows(run_id, step, metrics, groups, rows, rollouts, scores, unrecorded, scorer.source))
             unrecorded = None
             yield StepFinished(run_id, step, metrics)
