@@ -181,8 +181,8 @@ def main() -> None:
         print(json.dumps(measure(args.models[0], args.model_path, args.steps)))
         return
 
-    from workbench.hub import SMOLLM2, resolve_model
-    from workbench.tiny import cache_root, tiny_model_path
+    from workbench.hub import SMOLLM2, cache_root, resolve_model
+    from workbench.tiny import tiny_model_path
 
     paths = {
         "tiny": lambda: str(tiny_model_path()),

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_app_flags(app_parser)
     app_parser.set_defaults(command=run_app)
 
-    tiny_parser = commands.add_parser("build-tiny", help="rebuild the built-in tiny model from its recipe (~6 min)")
+    tiny_parser = commands.add_parser("build-tiny", help="rebuild the built-in tiny model from its recipe (~4 min)")
     tiny_parser.add_argument("--out", help="folder to write (default: the package's own tiny_model folder)")
     tiny_parser.add_argument("--seed", type=int, default=0)
     tiny_parser.set_defaults(command=run_build_tiny)

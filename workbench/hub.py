@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.tiny import cache_root, tiny_model_path
+from workbench.tiny import tiny_model_path
 
 
 class ModelLoadError(RuntimeError):
@@ -38,6 +38,12 @@ OFFLINE_COPIES = {
     ),
 }
 MODEL_CHOICES = ("tiny", SMOLLM2)  # what the app's model field offers; any other id or folder may be typed
+
+
+def cache_root() -> Path:
+    """Where models converted from other files are kept: $WORKBENCH_CACHE, else ~/.cache/grpo-workbench."""
+    default = Path.home() / ".cache" / "grpo-workbench"
+    return Path(os.environ.get("WORKBENCH_CACHE", default))
 
 
 def resolve_model(name: str) -> str:

@@ -11,7 +11,6 @@ rebuilds it from this recipe, and a test fails when the shipped folder and the r
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import string
@@ -50,12 +49,6 @@ MIX = dict(arithmetic=3, format_following=1, reversal=1, length_target=1, countd
 WRONG = dict(format_following=0.3, length_target=0.5, coding=0.5)
 RECIPE_VERSION = 3  # bump when the corpus or the training recipe changes, then run build-tiny
 SHIPPED = Path(__file__).resolve().parent / "tiny_model"
-
-
-def cache_root() -> Path:
-    """Where models made from other files are kept: $WORKBENCH_CACHE, else ~/.cache/grpo-workbench."""
-    default = Path.home() / ".cache" / "grpo-workbench"
-    return Path(os.environ.get("WORKBENCH_CACHE", default))
 
 
 def tiny_model_path() -> Path:

@@ -6,6 +6,7 @@ import html
 
 import pandas as pd
 
+from workbench import grpo
 from workbench.dryrun import DryRun
 from workbench.events import Group
 from workbench.scoring import Scores
@@ -70,14 +71,10 @@ def stored_group_html(group: Group | None, run_id: str, step: int, group_id: int
 
 
 def group_stats(rewards: list[float | None]) -> tuple[float, float]:
-    """The mean and sample std (n - 1) of the scored rewards, as `grpo.group_advantages` computes them
-    (NaN when fewer than two were scored)."""
-    scored = [r for r in rewards if r is not None]
-    n = len(scored)
-    if n < 2:
-        return float("nan"), float("nan")
-    mean = sum(scored) / n
-    return mean, (sum((r - mean) ** 2 for r in scored) / (n - 1)) ** 0.5
+    """The mean and sample std (n - 1) of the scored rewards, by `grpo`'s own functions (the std is NaN
+    when fewer than two were scored)."""
+    r = grpo.reward_tensor(rewards).view(1, -1)  # (1, G)
+    return r.nanmean().item(), grpo.group_std(r).item()
 
 
 def explain(group: Group, scale_rewards: bool) -> str:
