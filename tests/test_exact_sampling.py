@@ -122,6 +122,45 @@ def test_chunked_log_probs_equal_one_pass_in_value_and_gradient(monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+def log_probs_and_gradient(policy, rollouts):
+    policy.model.zero_grad()
+    log_probs = policy.log_probs(*rollouts.model_inputs(), 8, 1.0)
+    log_probs.sum().backward()
+    return log_probs.detach(), [p.grad.clone() for p in policy.trainable_parameters()]
+
+
+def test_the_reference_is_pefts_disabled_adapter_and_the_adapter_comes_back():
+    """`Policy.adapter_off` skips peft's bookkeeping, not its numbers."""
+    policy = trained_looking(load_policy(Config(precision="bf16")), scale=0.05)
+    torch.manual_seed(0)
+    rows = TASK.batch(1, 8, seed=0)
+    rollouts = sample_groups(policy, [policy.encode_prompt(r["prompt"]) for r in rows], 8, 16, 1.0, 1.0)
+    inputs = rollouts.model_inputs()
+    reference = policy.reference_log_probs(*inputs, group_size=8, temperature=1.0)
+    with torch.no_grad(), policy.model.disable_adapter():
+        assert torch.equal(reference, policy.log_probs(*inputs, 8, 1.0))
+    with torch.no_grad():
+        trained = policy.log_probs(*inputs, 8, 1.0)
+    assert (trained - reference).abs().max() > 0.01  # the adapter is on again
+    torch.testing.assert_close(trained, rollouts.sampling_log_probs, atol=0, rtol=0)
+
+
+def test_the_adapter_takes_its_bf16_input_as_is_with_the_same_numbers():
+    """peft's cast of each adapted layer's input to fp32 (undone at once by autocast) changes nothing
+    but the memory and time it takes: without it, log-probs and gradients are bit for bit the same."""
+    policy = trained_looking(load_policy(Config(precision="bf16")), scale=0.05)
+    assert not any(layer.cast_input_dtype_enabled for layer in policy.adapted)
+    torch.manual_seed(0)
+    rows = TASK.batch(1, 8, seed=0)
+    rollouts = sample_groups(policy, [policy.encode_prompt(r["prompt"]) for r in rows], 8, 16, 1.0, 1.0)
+    kept, kept_gradient = log_probs_and_gradient(policy, rollouts)
+    for layer in policy.adapted:
+        layer.cast_input_dtype_enabled = True
+    cast, cast_gradient = log_probs_and_gradient(policy, rollouts)
+    assert torch.equal(kept, cast)
+    assert all(torch.equal(a, b) for a, b in zip(kept_gradient, cast_gradient))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA only")
 def test_bf16_sampling_on_cuda_draws_from_the_trained_policy(tmp_path):
     """On a GPU the decode and the update run different attention kernels, so the gap is small, not 0."""

@@ -15,13 +15,17 @@ import pytest
 from workbench import Config, Store, load_task, train
 from workbench.events import StepFinished
 from workbench.queries import NAMED_QUERIES, SQLError, named, named_sql, run_sql
-from workbench.store import StoreError
+from workbench.store import COMMIT_SECONDS, StepWriter, StoreError
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8)
 
 
 def write_groups(store, run_id, step, groups):
-    """A step from hand-made groups: [(prompt, [(completion, reward), ...]), ...]."""
+    store.write_steps([step_rows(run_id, step, groups)])
+
+
+def step_rows(run_id, step, groups):
+    """A step's rows by table from hand-made groups: [(prompt, [(completion, reward), ...]), ...]."""
     rollouts, values = [], []
     for g, (prompt, completions) in enumerate(groups):
         for k, (completion, reward) in enumerate(completions):
@@ -40,7 +44,7 @@ def write_groups(store, run_id, step, groups):
             values.append(key | dict(name="correct", value=reward))
     rewards = [r for _, c in groups for _, r in c]
     step_row = dict(run_id=run_id, step=step, reward_mean=sum(rewards) / len(rewards), reward_function_means="{}")
-    store.write_step({"steps": [step_row], "rollouts": rollouts, "reward_values": values})
+    return {"steps": [step_row], "rollouts": rollouts, "reward_values": values}
 
 
 @pytest.fixture
@@ -186,6 +190,29 @@ def test_readers_in_a_thread_and_another_process_while_a_run_writes(tmp_path):
     assert int(reads) > 10 and whole == "True"
     assert len([e for e in events if isinstance(e, StepFinished)]) == 25
     assert Store(tmp_path).query("SELECT count(*) AS n FROM rollouts")["n"].item() == 25 * 12
+
+
+def test_the_writer_commits_steps_together_and_flush_commits_them_at_once(tmp_path, monkeypatch):
+    """Steps that arrive within COMMIT_SECONDS share one commit; flush() commits without waiting;
+    a step left alone is committed COMMIT_SECONDS after it arrived; a reader meanwhile gets in."""
+    store = Store(tmp_path)
+    store.create_run("r1", "hand", str(tmp_path), "tiny", {}, "")
+    commits = []
+    write_steps = Store.write_steps
+    monkeypatch.setattr(
+        Store, "write_steps", lambda self, steps, con=None: commits.append(len(steps)) or write_steps(self, steps, con)
+    )
+    writer = StepWriter(store)
+    for step in (1, 2, 3):
+        writer.write(step_rows("r1", step, [("1+1=", [("2", 1.0), ("3", 0.0)])]))
+    started = time.monotonic()
+    writer.flush()
+    assert time.monotonic() - started < COMMIT_SECONDS and commits == [3]
+    writer.write(step_rows("r1", 4, [("2+2=", [("4", 1.0), ("4", 1.0)])]))
+    time.sleep(COMMIT_SECONDS + 0.3)
+    assert commits == [3, 1]
+    assert store.query("SELECT count(*) AS n FROM rollouts")["n"].item() == 8  # the writer let go of the file
+    writer.close()
 
 
 def test_sigkill_keeps_whole_steps_marks_the_run_interrupted_and_it_resumes(tmp_path):

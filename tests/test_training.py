@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -173,6 +175,31 @@ def test_the_models_own_dropout_is_off_so_it_cannot_fake_a_kl(tmp_path):
     assert first.metrics["kl"] == 0.0
     (kept,) = steps(run(Config(model=model, steps=1, disable_dropout=False, **SMALL), tmp_path / "kept"))
     assert kept.metrics["kl"] > 1e-4
+
+
+def test_the_update_runs_in_train_mode_only_where_a_dropout_is_kept(tmp_path):
+    """Switching modes visits every module; it is done only where it changes the forward."""
+    assert not load_policy(Config(**SMALL)).has_dropout
+    assert load_policy(Config(lora_dropout=0.1, **SMALL)).has_dropout
+    assert load_policy(Config(model=model_copy(tmp_path, attention_dropout=0.1), disable_dropout=False)).has_dropout
+    for lora_dropout in (0.0, 0.1):
+        policy = load_policy(Config(lora_dropout=lora_dropout, **SMALL))
+        with policy.training():
+            assert policy.model.training == (lora_dropout > 0)
+        assert not policy.model.training
+
+
+def test_a_training_process_never_imports_pandas(tmp_path):
+    """pandas and pyarrow cost ~50 MiB of a trainer's memory; only readers of the store need them."""
+    script = (
+        "import sys\n"
+        "from workbench import Config, load_task, train\n"
+        "config = Config(steps=2, group_size=4, prompts_per_step=3, max_new_tokens=8)\n"
+        f"list(train(config, load_task('arithmetic'), {str(tmp_path)!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'pyarrow')))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert output.strip().splitlines()[-1] == "[]"
 
 
 def constant_reward_task(value):

@@ -76,7 +76,7 @@ class Config:
     """divide advantages by the group's reward std (DeepSeekMath); off gives Dr. GRPO's A = r - mean"""
     loss_type: str = "grpo"
     """'grpo': mean over each completion's tokens, then over completions; 'dapo': mean over all tokens"""
-    micro_batch_tokens: int = 768
+    micro_batch_tokens: int = 1536
     """tokens per forward/backward pass (each group's prompt once, its padded completions), in whole groups"""
     max_grad_norm: float = 1.0
     """clip the adapter's gradient norm to this (0 turns clipping off)"""

@@ -79,7 +79,6 @@ def sample_groups(
     tokenizer = policy.tokenizer
     prompts = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt")
     prompts = {k: v.to(policy.device) for k, v in prompts.items()}
-    policy.model.eval()
     with policy.sampling_weights(), policy.autocast():
         completion_ids, sampling_log_probs = _decode(
             policy,

@@ -9,8 +9,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from workbench.scoring import RewardSource, columns_of
 
 SAMPLE_TASKS = Path(__file__).resolve().parent / "sample_tasks"  # package data: installed with the package
@@ -123,6 +121,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _read_table(path: Path, suffix: str) -> list[dict]:
+    import pandas as pd  # only here: a training process that reads JSON Lines never pays its memory
+
     try:
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     except Exception as error:  # pandas raises many types for a malformed file

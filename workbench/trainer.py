@@ -205,36 +205,35 @@ def update(
     old_log_probs = [
         _old_log_probs(policy, m, G, temperature) if config.num_iterations > 1 else None for m in pass_inputs
     ]
-    policy.model.train()
     totals = defaultdict(float)
-    for iteration in range(config.num_iterations):
-        optimizer.zero_grad(set_to_none=True)
-        for r, part, inputs, ref, old in zip(rows, parts, pass_inputs, ref_log_probs, old_log_probs):
-            log_probs = policy.log_probs(*inputs, G, temperature)  # (b, T)
-            if iteration == 0:  # TRL's sampling/sampling_logp_difference: sampler against the trained policy
-                gap = (log_probs.detach() - part.sampling_log_probs).abs()[part.completion_mask.bool()]
-                totals["sampling_gap"] += gap.sum().item()
-                totals["sampling_gap_max"] = max(totals["sampling_gap_max"], gap.max().item())
-            loss, stats = grpo.grpo_loss(
-                log_probs,
-                log_probs.detach() if old is None else old,
-                ref,
-                advantages[r],
-                inputs[3],  # the completion mask
-                beta=config.beta,
-                clip_epsilon=config.clip_epsilon,
-                loss_type=config.loss_type,
-                batch_completions=batch_completions,
-                batch_tokens=batch_tokens,
-            )
-            loss.backward()
-            totals["loss"] += loss.item()
-            for name, value in stats.items():
-                totals[name] += value.item()
-        max_norm = config.max_grad_norm or float("inf")
-        totals["grad_norm"] += torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), max_norm).item()
-        optimizer.step()
-    policy.model.eval()
+    with policy.training():
+        for iteration in range(config.num_iterations):
+            optimizer.zero_grad(set_to_none=True)
+            for r, part, inputs, ref, old in zip(rows, parts, pass_inputs, ref_log_probs, old_log_probs):
+                log_probs = policy.log_probs(*inputs, G, temperature)  # (b, T)
+                if iteration == 0:  # TRL's sampling/sampling_logp_difference: sampler against the trained policy
+                    gap = (log_probs.detach() - part.sampling_log_probs).abs()[part.completion_mask.bool()]
+                    totals["sampling_gap"] += gap.sum().item()
+                    totals["sampling_gap_max"] = max(totals["sampling_gap_max"], gap.max().item())
+                loss, stats = grpo.grpo_loss(
+                    log_probs,
+                    log_probs.detach() if old is None else old,
+                    ref,
+                    advantages[r],
+                    inputs[3],  # the completion mask
+                    beta=config.beta,
+                    clip_epsilon=config.clip_epsilon,
+                    loss_type=config.loss_type,
+                    batch_completions=batch_completions,
+                    batch_tokens=batch_tokens,
+                )
+                loss.backward()
+                totals["loss"] += loss.item()
+                for name, value in stats.items():
+                    totals[name] += value.item()
+            max_norm = config.max_grad_norm or float("inf")
+            totals["grad_norm"] += torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), max_norm).item()
+            optimizer.step()
     n = config.num_iterations
     return {
         "loss": totals["loss"] / n,
