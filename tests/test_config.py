@@ -18,7 +18,10 @@ from workbench.config import Config, ConfigError, field_docs
         ({"top_p": 1.5}, ["top_p"]),
         ({"beta": -0.1}, ["beta", "0 or more"]),
         ({"clip_epsilon": 1.0}, ["clip_epsilon"]),
-        ({"loss_type": "bnpo"}, ["loss_type", "grpo", "dapo"]),
+        ({"loss_type": "ppo"}, ["loss_type", "grpo", "bnpo", "dr_grpo", "dapo"]),
+        ({"advantage_estimator": "gae"}, ["advantage_estimator", "rloo", "reinforce"]),
+        ({"advantage_estimator": "reinforce"}, ["scale_rewards 'group'", "group baseline", "'batch' or 'none'"]),
+        ({"epsilon_high": -0.1}, ["epsilon_high", "0 (the same as clip_epsilon)"]),
         ({"precision": "fp8"}, ["precision"]),
         ({"max_new_tokens": 2.5}, ["max_new_tokens", "integer"]),
         ({"model": " "}, ["model"]),
@@ -48,7 +51,8 @@ def test_every_field_is_a_kebab_case_flag_of_train():
             "arithmetic",
             "--max-new-tokens",
             "12",
-            "--no-scale-rewards",
+            "--scale-rewards",
+            "none",
             "--lora-target-modules",
             "q_proj",
             "v_proj",
@@ -57,9 +61,22 @@ def test_every_field_is_a_kebab_case_flag_of_train():
         ]
     )
     config = config_from_args(args)
-    assert (config.max_new_tokens, config.scale_rewards, config.learning_rate) == (12, False, 1e-4)
+    assert (config.max_new_tokens, config.scale_rewards, config.learning_rate) == (12, "none", 1e-4)
     assert config.lora_target_modules == ("q_proj", "v_proj")
     assert config.group_size == Config().group_size
+
+
+def test_a_stored_boolean_scale_rewards_loads_as_its_name():
+    """Runs stored before 'batch' existed said True or False."""
+    assert Config.from_dict({"scale_rewards": True}).scale_rewards == "group"
+    assert Config.from_dict({"scale_rewards": False}).scale_rewards == "none"
+
+
+def test_the_choices_are_the_math_modules():
+    from workbench import grpo
+    from workbench.config import CHOICES
+
+    assert CHOICES["advantage_estimator"] == grpo.ESTIMATORS and CHOICES["loss_type"] == grpo.LOSS_TYPES
 
 
 def test_round_trip_through_json():

@@ -13,7 +13,7 @@ REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])  # two groups, 
 def test_advantages_subtract_the_group_mean():
     # group 1: mean 0.5; group 2: mean 0.25
     expected = [0.5, -0.5, -0.5, 0.5, -0.25, -0.25, -0.25, 0.75]
-    assert grpo.group_advantages(REWARDS, 4, scale=False).tolist() == pytest.approx(expected)
+    assert grpo.group_advantages(REWARDS, 4, "none").tolist() == pytest.approx(expected)
 
 
 def test_scaled_advantages_divide_by_the_bessel_std():
@@ -29,12 +29,57 @@ def test_scaled_advantages_divide_by_the_bessel_std():
         -0.25 / std2,
         0.75 / std2,
     ]
-    assert grpo.group_advantages(REWARDS, 4, scale=True).tolist() == pytest.approx(expected, rel=1e-6)
+    assert grpo.group_advantages(REWARDS, 4, "group").tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rloo_compares_each_reward_with_the_mean_of_the_other_three():
+    # group 1 sums to 2: a 1 is compared with 1/3, a 0 with 2/3; group 2 sums to 1: a 0 with 1/3, the 1 with 0
+    expected = [2 / 3, -2 / 3, -2 / 3, 2 / 3, -1 / 3, -1 / 3, -1 / 3, 1.0]
+    assert grpo.group_advantages(REWARDS, 4, "none", "rloo").tolist() == pytest.approx(expected)
+    grpo_advantages = grpo.group_advantages(REWARDS, 4, "none", "grpo")
+    torch.testing.assert_close(grpo.group_advantages(REWARDS, 4, "none", "rloo"), grpo_advantages * 4 / 3)
+
+
+def test_reinforce_has_no_baseline_or_the_batch_mean():
+    assert grpo.group_advantages(REWARDS, 4, "none", "reinforce").tolist() == REWARDS.tolist()
+    # the batch's mean reward is 3/8
+    expected = [0.625, -0.375, -0.375, 0.625, -0.375, -0.375, -0.375, 0.625]
+    assert grpo.group_advantages(REWARDS, 4, "none", "reinforce_batch_mean").tolist() == pytest.approx(expected)
+
+
+def test_batch_scaling_divides_by_the_std_of_the_whole_batch():
+    # mean 3/8; squares 3 x 0.625^2 + 5 x 0.375^2 = 1.875; Bessel: 1.875 / 7
+    std = math.sqrt(1.875 / 7) + 1e-4
+    expected = [a / std for a in (0.5, -0.5, -0.5, 0.5, -0.25, -0.25, -0.25, 0.75)]
+    assert grpo.group_advantages(REWARDS, 4, "batch").tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rloo_leaves_unscored_completions_out_and_matches_trl():
+    """[1, None, 0, 0]: three scored, summing to 1; the 1 is compared with 0, each 0 with 1/2.
+    [None, 2, None, None]: one scored, no other to compare with: 0. TRL 1.16's RLOOTrainer lines, copied."""
+    rewards = grpo.reward_tensor([1.0, None, 0.0, 0.0, None, 2.0, None, None])
+    assert grpo.group_advantages(rewards, 4, "none", "rloo").tolist() == [1.0, 0.0, -0.5, -0.5, 0, 0, 0, 0]
+    grouped_rewards = rewards.view(-1, 4)
+    scorable_counts = (~torch.isnan(grouped_rewards)).sum(dim=1, keepdim=True)
+    grouped_sum = torch.nansum(grouped_rewards, dim=1, keepdim=True)
+    baselines = ((grouped_sum - grouped_rewards) / (scorable_counts - 1)).view(-1)
+    trl_advantages = torch.nan_to_num(rewards - baselines, nan=0.0)
+    torch.testing.assert_close(grpo.group_advantages(rewards, 4, "none", "rloo"), trl_advantages)
+
+
+def test_batch_scaling_matches_trl():
+    """TRL 1.16's GRPOTrainer with scale_rewards='batch': group mean, the batch's nanstd."""
+    trl_utils = pytest.importorskip("trl.trainer.utils")
+    rewards = grpo.reward_tensor([1.0, None, 0.0, 0.0, 3.0, 1.0, None, 2.0])
+    mean = torch.nanmean(rewards.view(-1, 4), dim=1).repeat_interleave(4)
+    std = trl_utils.nanstd(rewards).expand_as(rewards)
+    trl_advantages = torch.nan_to_num((rewards - mean) / (std + 1e-4), nan=0.0)
+    torch.testing.assert_close(grpo.group_advantages(rewards, 4, "batch"), trl_advantages)
 
 
 def test_a_group_of_equal_rewards_has_zero_advantage_and_counts_as_no_signal():
     rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
-    assert grpo.group_advantages(rewards, 4, scale=True)[:4].tolist() == [0.0] * 4
+    assert grpo.group_advantages(rewards, 4, "group")[:4].tolist() == [0.0] * 4
     assert grpo.zero_std_fraction(rewards, 4) == 0.5
 
 
@@ -97,7 +142,7 @@ def test_loss_at_the_first_step_is_minus_the_mean_advantage_plus_kl():
     assert stats["clipped"].item() == 0
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+@pytest.mark.parametrize("loss_type", grpo.LOSS_TYPES)
 def test_micro_batches_give_the_full_batch_gradient(loss_type):
     torch.manual_seed(0)
     logits = torch.randn(6, 5, 7, requires_grad=True)
@@ -107,7 +152,15 @@ def test_micro_batches_give_the_full_batch_gradient(loss_type):
     old = torch.randn(6, 5) * 0.1 - 2
     ref = torch.randn(6, 5) * 0.1 - 2
     advantages = torch.randn(6)
-    kwargs = dict(beta=0.04, clip_epsilon=0.2, loss_type=loss_type, batch_completions=6, batch_tokens=int(mask.sum()))
+    kwargs = dict(
+        beta=0.04,
+        clip_epsilon=0.2,
+        loss_type=loss_type,
+        batch_completions=6,
+        batch_tokens=int(mask.sum()),
+        max_new_tokens=5,
+        epsilon_high=0.28,
+    )
 
     def loss_of(rows):
         log_probs = grpo.token_log_probs(logits[rows], tokens[rows], 1.0)
@@ -125,10 +178,8 @@ def test_unscored_completions_are_left_out_of_the_group_and_get_zero_advantage()
     rewards = grpo.reward_tensor([1.0, None, 0.0, 0.0, None, 2.0, None, None, None, None, None, None])
     std = math.sqrt(1 / 3) + 1e-4
     expected = [(2 / 3) / std, 0.0, (-1 / 3) / std, (-1 / 3) / std] + [0.0] * 8
-    assert grpo.group_advantages(rewards, 4, scale=True).tolist() == pytest.approx(expected, rel=1e-6)
-    assert grpo.group_advantages(rewards, 4, scale=False).tolist() == pytest.approx(
-        [2 / 3, 0, -1 / 3, -1 / 3] + [0] * 8
-    )
+    assert grpo.group_advantages(rewards, 4, "group").tolist() == pytest.approx(expected, rel=1e-6)
+    assert grpo.group_advantages(rewards, 4, "none").tolist() == pytest.approx([2 / 3, 0, -1 / 3, -1 / 3] + [0] * 8)
     assert math.isnan(rewards[1].item())
     assert grpo.zero_std_fraction(rewards, 4) == 0.0  # no group has scored rewards that all agree
 
@@ -141,4 +192,51 @@ def test_unscored_advantages_match_trl():
     mean = torch.nanmean(grouped, dim=1).repeat_interleave(4)
     std = trl_utils.nanstd(grouped, dim=1).repeat_interleave(4)
     trl_advantages = torch.nan_to_num((rewards - mean) / (std + 1e-4), nan=0.0)
-    torch.testing.assert_close(grpo.group_advantages(rewards, 4, scale=True), trl_advantages)
+    torch.testing.assert_close(grpo.group_advantages(rewards, 4, "group"), trl_advantages)
+
+
+def test_each_loss_type_is_trls_formula():
+    """TRL 1.16's GRPOTrainer.compute_loss aggregation lines, copied, on one batch (one process, no
+    gradient accumulation, where TRL's micro-batch is the whole batch)."""
+    torch.manual_seed(0)
+    per_token_loss = torch.randn(6, 5)
+    mask = (torch.rand(6, 5) > 0.3).float()
+    max_completion_length = 8
+    trl = {
+        "grpo": ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean(),
+        "bnpo": (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0),
+        "dr_grpo": (per_token_loss * mask).sum() / (per_token_loss.size(0) * max_completion_length),
+        "dapo": (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0),  # num_items_in_batch: the batch's tokens
+    }
+    for loss_type, expected in trl.items():
+        ours = grpo.aggregate(per_token_loss, mask, loss_type, 6, int(mask.sum()), max_completion_length)
+        torch.testing.assert_close(ours, expected, msg=loss_type)
+
+
+def test_dr_grpo_divides_by_a_constant_by_hand():
+    # 2 completions, losses 1 on 3 tokens and 2 on 1 token, max_new_tokens 4: (3 + 2) / (2 * 4)
+    per_token = torch.tensor([[1.0, 1.0, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    assert grpo.aggregate(per_token, mask, "dr_grpo", 2, 4, 4).item() == pytest.approx(5 / 8)
+    assert grpo.aggregate(per_token, mask, "grpo", 2, 4).item() == pytest.approx((1 + 2) / 2)
+    assert grpo.aggregate(per_token, mask, "bnpo", 2, 4).item() == pytest.approx(5 / 4)
+
+
+def test_clip_higher_lets_a_positive_advantage_rise_further():
+    """eps_low 0.2, eps_high 0.28: a ratio of 1.25 with A = +1 is inside [0.8, 1.28] (kept, 1.25); with
+    eps_high = eps it is clipped to 1.2. A ratio of 0.75 with A = -1 is clipped at 0.8 either way: -0.8."""
+    log_probs = torch.log(torch.tensor([[1.25], [0.75]]))
+    advantages = torch.tensor([1.0, -1.0])
+    higher, clipped = grpo.clipped_surrogate(log_probs, torch.zeros(2, 1), advantages, 0.2, epsilon_high=0.28)
+    assert higher.squeeze(1).tolist() == pytest.approx([1.25, -0.8])
+    assert clipped.squeeze(1).tolist() == [False, True]
+    symmetric, _ = grpo.clipped_surrogate(log_probs, torch.zeros(2, 1), advantages, 0.2)
+    assert symmetric.squeeze(1).tolist() == pytest.approx([1.2, -0.8])
+
+
+def test_entropy_by_hand():
+    # p = (0.25, 0.75): H = -(0.25 ln 0.25 + 0.75 ln 0.75); uniform over 4: ln 4
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])
+    assert grpo.entropy(logits, 1.0)[0].item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
+    assert grpo.entropy(torch.zeros(4), 1.0).item() == pytest.approx(math.log(4))
+    assert grpo.entropy(logits, 1e6)[0].item() == pytest.approx(math.log(2), abs=1e-5)  # a high temperature flattens

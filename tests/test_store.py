@@ -15,7 +15,7 @@ import pytest
 from workbench import Config, Store, load_task, train
 from workbench.events import StepFinished
 from workbench.queries import NAMED_QUERIES, SQLError, named, named_sql, run_sql
-from workbench.store import COMMIT_SECONDS, StepWriter, StoreError
+from workbench.store import COMMIT_SECONDS, SCHEMA_VERSION, StepWriter, StoreError
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8)
 
@@ -295,7 +295,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rows(tmp_path):
     with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
         con.execute(v1)
     store = Store(tmp_path)
-    assert store.query("SELECT value FROM meta")["value"].item() == "3"
+    assert store.query("SELECT value FROM meta")["value"].item() == str(SCHEMA_VERSION)
     row = store.query("SELECT * FROM rollouts").iloc[0]
     assert row["completion"] == "2" and row["reward_version"] is None and row["extra_columns"] is None
     assert store.run("old")["error"] is None and store.query("SELECT * FROM reward_versions").empty
@@ -311,6 +311,28 @@ def test_a_version_2_store_gains_the_step_columns_of_version_3(tmp_path):
     with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
         con.execute(v2_steps)
     store = Store(tmp_path)
-    assert store.query("SELECT value FROM meta")["value"].item() == "3"
+    assert store.query("SELECT value FROM meta")["value"].item() == str(SCHEMA_VERSION)
     row = store.query("SELECT * FROM steps").iloc[0]
     assert row["reward_mean"] == 0.5 and pd.isna(row["sampling_logp_diff_max"]) and pd.isna(row["learning_rate"])
+
+
+def test_a_version_3_store_names_its_reward_scaling_and_gains_entropy(tmp_path):
+    """scale_rewards was a boolean before 'batch' existed: true is 'group', false 'none'."""
+    v3 = """
+    CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+    INSERT INTO meta VALUES ('schema_version', '3');
+    CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, created_at TIMESTAMP, task VARCHAR, model VARCHAR,
+        config JSON, status VARCHAR, task_path VARCHAR, reward_source VARCHAR, host VARCHAR, pid INTEGER,
+        error VARCHAR);
+    INSERT INTO runs VALUES ('scaled', now(), 'arithmetic', 'tiny', '{"scale_rewards": true, "beta": 0.04}',
+        'finished', '', '', '', 0, NULL);
+    INSERT INTO runs VALUES ('unscaled', now(), 'arithmetic', 'tiny', '{"scale_rewards": false}',
+        'finished', '', '', '', 0, NULL);
+    CREATE TABLE steps (run_id VARCHAR, step INTEGER, reward_mean DOUBLE, PRIMARY KEY (run_id, step));
+    """
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
+        con.execute(v3)
+    store = Store(tmp_path)
+    assert store.run("scaled")["config"] == {"scale_rewards": "group", "beta": 0.04}
+    assert store.run("unscaled")["config"] == {"scale_rewards": "none"}
+    assert "entropy" in store.query("SELECT * FROM steps").columns

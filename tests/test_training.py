@@ -1,6 +1,7 @@
 """The GRPO loop run for real on the built-in tiny model (built once, then cached)."""
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -11,10 +12,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from workbench import Config, ConfigError, Store, load_task, train
+from workbench import Config, ConfigError, Store, grpo, load_task, train, trainer
 from workbench.checkpoint import checkpoint_folder
 from workbench.events import GroupsScored, RunFinished, RunStarted, StepFinished
-from workbench.policy import ModelLoadError, load_policy
+from workbench.policy import ModelLoadError, load_policy, positions
 from workbench.scoring import RewardSource
 from workbench.tasks import Task
 from workbench.tiny import tiny_model_path
@@ -202,6 +203,53 @@ def test_a_training_process_never_imports_pandas(tmp_path):
     assert output.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize(
+    "estimator, scale", [("grpo", "group"), ("rloo", "none"), ("reinforce", "batch"), ("reinforce_batch_mean", "none")]
+)
+def test_each_estimator_trains_and_stores_its_own_advantages(tmp_path, estimator, scale):
+    config = Config(steps=1, advantage_estimator=estimator, scale_rewards=scale, **SMALL)
+    (step,) = steps(run(config, tmp_path))
+    assert step.metrics["loss"] is not None
+    stored = Store(tmp_path).query("SELECT reward, advantage FROM rollouts ORDER BY group_id, sample_idx")
+    expected = grpo.group_advantages(torch.tensor(stored.reward.tolist()), 4, scale, estimator)
+    torch.testing.assert_close(torch.tensor(stored.advantage.tolist(), dtype=torch.float32), expected)
+
+
+def test_truncated_completions_can_be_left_out_of_the_loss(tmp_path):
+    """One new token: every completion is cut before its EOS. Masked, nothing is left to learn from."""
+    cut = dict(SMALL, max_new_tokens=1)
+    source = (
+        "def first_character(completions, **kwargs):\n"
+        "    return [float(ord(c[0]) % 3) if c else 0.0 for c in completions]\n"
+    )
+    task = load_task("arithmetic").with_rewards(RewardSource(source, "varied.py"))
+    (masked,) = steps(run(Config(steps=1, mask_truncated_completions=True, **cut), tmp_path / "masked", task))
+    assert masked.metrics["truncated_frac"] == 1.0 and masked.metrics["loss"] is None
+    (kept,) = steps(run(Config(steps=1, **cut), tmp_path / "kept", task))
+    assert kept.metrics["loss"] is not None and kept.metrics["grad_norm"] > 0
+
+
+def test_the_entropy_is_the_sampling_distributions(tmp_path):
+    """steps.entropy is the mean over completion tokens of H(softmax(logits / T)) where each token was
+    drawn; recomputed here from one forward pass over prompt and completion."""
+    config = Config(precision="fp32", temperature=0.7, **SMALL)
+    policy = load_policy(config)
+    torch.manual_seed(0)
+    rollouts = trainer.sample(policy, load_task("arithmetic").batch(1, 3, 0), config)
+    ids = torch.cat([rollouts.prompt_ids, rollouts.completion_ids], dim=1)
+    mask = torch.cat([rollouts.prompt_mask, rollouts.completion_mask], dim=1)
+    with torch.no_grad():
+        logits = policy.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
+    width = rollouts.prompt_ids.shape[1]
+    predicting = logits[:, width - 1 : -1]  # the positions that predict each completion token
+    on = rollouts.completion_mask.bool()
+    torch.testing.assert_close(rollouts.entropies[on], grpo.entropy(predicting, 0.7)[on], atol=1e-4, rtol=1e-4)
+    assert 0 < rollouts.entropies[on].mean() < math.log(len(policy.tokenizer))
+    (step,) = steps(run(Config(steps=1, **SMALL), tmp_path))
+    stored = Store(tmp_path).query("SELECT entropy FROM steps").entropy.item()
+    assert stored == pytest.approx(step.metrics["entropy"]) and stored > 0
+
+
 def constant_reward_task(value):
     source = f"def constant(completions, **kwargs):\n    return [{value!r}] * len(completions)\n"
     task = load_task("arithmetic")
@@ -272,7 +320,7 @@ def test_micro_batches_are_whole_groups_within_the_token_budget():
     prompt_lengths, completion_lengths = [3, 3, 5, 4, 2, 2], [4, 2, 1, 1, 6, 3]
     prompt_mask = torch.tensor([[0] * (5 - n) + [1] * n for n in prompt_lengths])
     completion_mask = torch.tensor([[1] * n + [0] * (6 - n) for n in completion_lengths])
-    rollouts = Rollouts(prompt_mask, prompt_mask, completion_mask, completion_mask, None, [""] * 6, None)
+    rollouts = Rollouts(prompt_mask, prompt_mask, completion_mask, completion_mask, None, [""] * 6, None, None)
     # tokens of a pass, groups x (prompt width + G x longest completion):
     # group 0 alone 1 x (5 + 2 x 4) = 13; groups 0-1 2 x (5 + 2 x 4) = 26; groups 0-2 3 x (5 + 2 x 6) = 51
     assert micro_batches(rollouts, 2, 51) == [slice(0, 6)]

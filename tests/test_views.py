@@ -13,8 +13,12 @@ from workbench.runner import Snapshot
 from workbench.ui import config_form, views
 
 
-def group(rewards, scale=True, values=None):
-    advantages = grpo.group_advantages(grpo.reward_tensor(rewards), len(rewards), scale).tolist()
+def group(rewards, config=None, values=None):
+    config = config or Config()
+    rewards_tensor = grpo.reward_tensor(rewards)
+    advantages = grpo.group_advantages(
+        rewards_tensor, len(rewards), config.scale_rewards, config.advantage_estimator
+    ).tolist()
     n = len(rewards)
     values = values or {"correct": list(rewards)}
     return Group(0, "12+30=", [f"c{i}" for i in range(n)], rewards, values, advantages, [3] * n, [False] * n)
@@ -23,21 +27,40 @@ def group(rewards, scale=True, values=None):
 def test_the_explanation_works_the_advantage_out_from_the_group_mean_and_std():
     # rewards 1, 0, 0, 0: mean 0.25; sample std sqrt((0.75^2 + 3 * 0.25^2) / 3) = 0.5
     # A_0 = 0.75 / 0.5001 = +1.50, A_1..3 = -0.25 / 0.5001 = -0.50
-    text = views.explain(group([1.0, 0.0, 0.0, 0.0]), scale_rewards=True)
-    assert "A = (r - 0.25) / (0.50 + 0.0001)" in text
-    assert "#0 got reward 1.00 against the group mean 0.25, so its advantage is +1.50" in text
-    assert "#1 got 0.00, below the mean: advantage -0.50" in text
+    text = views.explain(group([1.0, 0.0, 0.0, 0.0]), Config())
+    assert "with the group mean 0.25, divided by the group's std: A = (r - 0.25) / (0.50 + 0.0001)." in text
+    assert "#0 got reward 1.00, so its advantage is +1.50: the update makes completions like it more likely" in text
+    assert "#1 got 0.00: advantage -0.50, made less likely" in text
     assert views.group_stats([1.0, 0.0, 0.0, 0.0]) == (0.25, 0.5)
 
 
 def test_without_scaling_the_advantage_is_the_reward_minus_the_mean():
     # rewards 2, 1, 0: mean 1, A = 1, 0, -1
-    text = views.explain(group([2.0, 1.0, 0.0], scale=False), scale_rewards=False)
+    unscaled = Config(scale_rewards="none")
+    text = views.explain(group([2.0, 1.0, 0.0], unscaled), unscaled)
     assert "A = r - 1.00." in text and "its advantage is +1.00" in text and "advantage -1.00" in text
 
 
+def test_the_explanation_follows_the_estimator():
+    # rloo on 1, 0, 0, 0: the 1 is compared with 0 (A = 1), each 0 with 1/3 (A = -1/3)
+    rloo = Config(advantage_estimator="rloo", scale_rewards="none")
+    text = views.explain(group([1.0, 0.0, 0.0, 0.0], rloo), rloo)
+    assert "the mean of the other 3 rewards of its group (leave-one-out): A = r - (1.00 - r) / 3." in text
+    assert "its advantage is +1.00" in text and "advantage -0.33, made less likely" in text
+    # reinforce on 2, 1: no baseline, both pushed up, the smaller reward less
+    reinforce = Config(advantage_estimator="reinforce", scale_rewards="none")
+    text = views.explain(group([2.0, 1.0], reinforce), reinforce)
+    assert "with nothing (no baseline" in text and "A = r." in text
+    assert "#1 got 1.00: advantage +1.00, the update makes completions like it more likely" in text
+    # equal rewards give a group baseline no signal, but not reinforce
+    assert "no learning signal" in views.explain(group([1.0, 1.0]), Config())
+    assert "no learning signal" not in views.explain(group([1.0, 1.0], reinforce), reinforce)
+    batch = Config(advantage_estimator="reinforce_batch_mean", scale_rewards="batch")
+    assert "the mean reward of the whole step" in views.explain(group([1.0, 0.0], batch), batch)
+
+
 def test_a_group_with_equal_rewards_is_said_to_give_no_signal():
-    text = views.explain(group([1.0, 1.0, 1.0, 1.0]), scale_rewards=True)
+    text = views.explain(group([1.0, 1.0, 1.0, 1.0]), Config())
     assert "All 4 completions got reward 1.00, so every advantage is 0" in text
 
 
@@ -45,9 +68,9 @@ def test_unscored_completions_are_shown_as_none_and_left_out_of_the_mean():
     # scored rewards 1, 0, 0: mean 1/3, std sqrt(1/3) = 0.58; the unscored one gets advantage 0
     shown = group([1.0, None, 0.0, 0.0])
     assert shown.advantages[1] == 0.0
-    assert "group mean reward <b>0.33</b> · std <b>0.58</b>" in views.group_html(shown, 1, True)
-    assert "reward <b>None</b>" in views.group_html(shown, 1, True)
-    assert "scored by no reward function" in views.explain(group([None, None, 2.0, None]), True)
+    assert "group mean reward <b>0.33</b> · std <b>0.58</b>" in views.group_html(shown, 1, Config())
+    assert "reward <b>None</b>" in views.group_html(shown, 1, Config())
+    assert "scored by no reward function" in views.explain(group([None, None, 2.0, None]), Config())
     snapshot = Snapshot(run_id="r", status="running", step=1, steps=5)
     snapshot.history.append({"step": 1, "seconds": 0.1, "reward_mean": None})
     assert "no completion scored: nothing trained" in views.status(snapshot)
@@ -55,7 +78,7 @@ def test_unscored_completions_are_shown_as_none_and_left_out_of_the_mean():
 
 def test_the_group_view_shows_each_reward_function_the_mean_std_and_colored_advantages():
     shown = group([1.0, 0.0], values={"correct": [1.0, 0.0], "short": [None, -0.5]})
-    page = views.group_html(shown, step=7, scale_rewards=True, scored_at=12.5)
+    page = views.group_html(shown, step=7, config=Config(), scored_at=12.5)
     assert "data-step='7'" in page and "data-scored-at='12500'" in page
     assert "group mean reward <b>0.50</b> · std <b>0.71</b>" in page  # std of (1, 0) = sqrt(0.5)
     assert "correct 1.00 · short None" in page and "correct 0.00 · short -0.50" in page
@@ -72,7 +95,7 @@ def test_the_group_view_shows_each_reward_function_the_mean_std_and_colored_adva
             [False, True],
         ),
         step=1,
-        scale_rewards=True,
+        config=Config(),
     )
 
 
@@ -91,7 +114,9 @@ CHANGED = Config(
     steps=5,
     group_size=4,
     learning_rate=1e-3,
-    scale_rewards=False,
+    scale_rewards="none",
+    advantage_estimator="rloo",
+    epsilon_high=0.28,
     loss_type="dapo",
     lora_target_modules=("q_proj", "v_proj"),
     reward_weights={"correct": 1.0, "format_reward": 0.2},
@@ -113,7 +138,8 @@ def test_the_form_has_every_config_field_and_gives_the_config_back():
         ("group_size", 2.5, "group_size must be a whole number"),
         ("group_size", 1, "group_size must be an integer of at least 2"),
         ("reward_weights", "correct:1", "reward_weights: 'correct:1' is not name=weight"),
-        ("loss_type", "ppo", "loss_type must be one of grpo, dapo"),
+        ("loss_type", "ppo", "loss_type must be one of grpo, bnpo, dr_grpo, dapo"),
+        ("scale_rewards", "True", "scale_rewards must be one of group, batch, none"),
     ],
 )
 def test_a_bad_form_value_names_its_field(field, value, message):

@@ -20,7 +20,9 @@ class ConfigError(ValueError):
 
 
 CHOICES = {  # the fields that take one of a few words; the app shows them as dropdowns
-    "loss_type": ("grpo", "dapo"),
+    "advantage_estimator": ("grpo", "rloo", "reinforce", "reinforce_batch_mean"),
+    "scale_rewards": ("group", "batch", "none"),
+    "loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
     "lr_scheduler_type": ("constant", "linear", "cosine"),
     "precision": ("auto", "bf16", "fp32"),
     "device": ("auto", "cpu", "cuda"),
@@ -72,10 +74,16 @@ class Config:
     """PPO clip range: the ratio pi_theta / pi_old is clipped to [1 - eps, 1 + eps]"""
     num_iterations: int = 1
     """inner updates per sampled batch (mu in the paper); pi_old is the sampling policy"""
-    scale_rewards: bool = True
-    """divide advantages by the group's reward std (DeepSeekMath); off gives Dr. GRPO's A = r - mean"""
+    advantage_estimator: str = "grpo"
+    """baseline of A = r - b: 'grpo' group mean, 'rloo' mean of the other G - 1, 'reinforce' 0, or the batch mean"""
+    scale_rewards: str = "group"
+    """divide advantages by the reward std of the 'group' (DeepSeekMath) or the 'batch', or 'none' (Dr. GRPO)"""
     loss_type: str = "grpo"
-    """'grpo': mean over each completion's tokens, then over completions; 'dapo': mean over all tokens"""
+    """'grpo': each completion's token mean, then their mean; 'bnpo', 'dapo': the batch's token mean; 'dr_grpo'"""
+    epsilon_high: float = 0.0
+    """upper clip range of the ratio, DAPO's clip-higher (e.g. 0.28); 0: the same as clip_epsilon"""
+    mask_truncated_completions: bool = False
+    """leave completions cut at max_new_tokens out of the loss (DAPO); they still count in their group's baseline"""
     micro_batch_tokens: int = 1536
     """tokens per forward/backward pass (each group's prompt once, its padded completions), in whole groups"""
     max_grad_norm: float = 1.0
@@ -125,11 +133,18 @@ class Config:
             raise ConfigError(f"beta must be 0 or more (0 turns the KL penalty off), got {self.beta}")
         if not 0 < self.clip_epsilon < 1:
             raise ConfigError(f"clip_epsilon must be in (0, 1), got {self.clip_epsilon}")
+        if self.epsilon_high < 0:
+            raise ConfigError(f"epsilon_high must be 0 (the same as clip_epsilon) or more, got {self.epsilon_high}")
         if self.max_grad_norm < 0:
             raise ConfigError(f"max_grad_norm must be 0 or more, got {self.max_grad_norm}")
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+        if self.scale_rewards == "group" and self.advantage_estimator not in ("grpo", "rloo"):
+            raise ConfigError(
+                f"scale_rewards 'group' divides by each group's reward std, which fits a group baseline (grpo, rloo), "
+                f"not advantage_estimator {self.advantage_estimator!r}: use scale_rewards 'batch' or 'none'"
+            )
         if not self.reward_time_limit > 0:
             raise ConfigError(f"reward_time_limit must be greater than 0 seconds, got {self.reward_time_limit}")
         if not isinstance(self.reward_memory_mb, int) or self.reward_memory_mb < 0:
@@ -186,6 +201,8 @@ class Config:
         """Build a Config from plain values, naming any field that does not exist."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k not in RETIRED}
+        if isinstance(values.get("scale_rewards"), bool):  # stored before 'batch' existed
+            values["scale_rewards"] = "group" if values["scale_rewards"] else "none"
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")

@@ -117,7 +117,9 @@ def dry_run(
         started = time.perf_counter()
         rollouts = sample(policy, rows, config)
         scores = score(scorer, rows, rollouts, config, step=1)
-    advantages = grpo.group_advantages(grpo.reward_tensor(scores.rewards), config.group_size, config.scale_rewards)
+    advantages = grpo.group_advantages(
+        grpo.reward_tensor(scores.rewards), config.group_size, config.scale_rewards, config.advantage_estimator
+    )
     groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
     return DryRun(groups, time.perf_counter() - started)
 

@@ -3,28 +3,40 @@
 For a prompt q, sample a group of G completions o_1..o_G from pi_old and score them (r_i).
 Then maximise, per token t of completion i,
 
-    min(rho_i,t * A_i, clip(rho_i,t, 1 - eps, 1 + eps) * A_i) - beta * KL_i,t
+    min(rho_i,t * A_i, clip(rho_i,t, 1 - eps_low, 1 + eps_high) * A_i) - beta * KL_i,t
     rho_i,t = pi_theta(o_i,t | q, o_i,<t) / pi_old(o_i,t | q, o_i,<t)
-    A_i     = r_i - mean(r_1..r_G)        (optionally / std(r_1..r_G))
+    A_i     = (r_i - b_i) / s             (b_i: the baseline, s: the scale)
 
 Shapes: B = P * G completions per batch, ordered group by group (rows g*G .. g*G+G-1 are one
 group); T = the longest completion's length; completion_mask (B, T) is 1 on a completion's tokens.
 
 Implementation choices, where the literature disagrees:
-1. Advantages: A = r - group mean. With `scale=True` it is divided by the group's std + 1e-4, the
-   std with Bessel's correction (torch's default, as TRL); `scale=False` is Dr. GRPO's choice.
-2. A group whose rewards are all equal gets A = 0 for every completion: no learning signal.
-   A completion that no reward function scored (reward NaN) is left out of its group's mean and
-   std and gets A = 0 (TRL 1.16); a step with no scored completion trains nothing.
-3. KL: the k3 estimator exp(d) - d - 1 with d = log pi_ref - log pi_theta (Schulman 2020), per
+1. The baseline b_i, `estimator` (`advantage_estimator`):
+   - grpo: the group's mean, b_i = mean(r_1..r_G) (DeepSeekMath);
+   - rloo: the mean of the other G - 1, b_i = (sum_j r_j - r_i) / (G - 1) (Ahmadian et al. 2024:
+     REINFORCE leave-one-out, which TRL's RLOOTrainer uses); it equals G / (G - 1) x grpo's;
+   - reinforce: none, b_i = 0 (Williams 1992): every reward pushes its completion up;
+   - reinforce_batch_mean: the mean reward of the whole batch, b_i = mean(r_1..r_B).
+2. The scale s, `scale_rewards` (TRL's names): 'group' divides by the group's reward std + 1e-4,
+   the std with Bessel's correction (torch's default, as TRL); 'batch' by the whole batch's std +
+   1e-4; 'none' by 1 (Dr. GRPO's choice). A group's std only fits a group's baseline (grpo, rloo).
+3. A group whose rewards are all equal gets A = 0 for every completion with a group baseline: no
+   learning signal. A completion that no reward function scored (reward NaN) is left out of every
+   mean and std and gets A = 0 (TRL 1.16); a step with no scored completion trains nothing.
+4. KL: the k3 estimator exp(d) - d - 1 with d = log pi_ref - log pi_theta (Schulman 2020), per
    token, unbiased and always >= 0. It is part of the loss, not of the reward.
-4. Loss aggregation, `loss_type`: 'grpo' averages each completion's tokens, then the completions
-   (the paper's 1/G sum_i 1/|o_i| sum_t); 'dapo' averages over all tokens of the batch (DAPO), so
-   long completions weigh more.
-5. pi_old: with one update per batch (num_iterations=1) rho is exactly 1 and pi_old is the
+5. Loss aggregation, `loss_type`, as TRL 1.16 defines them (l_it the per-token loss, m_it the mask):
+   - grpo: sum_i (sum_t l_it m_it / |o_i|) / B: each completion's token mean, then the mean over
+     completions (the paper), so a long completion's tokens weigh less;
+   - bnpo: sum_it l_it m_it / sum_it m_it over the batch. TRL divides by each micro-batch's own
+     token count; here a batch is one optimizer step however it is split, so bnpo equals dapo;
+   - dr_grpo: sum_it l_it m_it / (B * max_new_tokens), a constant (Dr. GRPO, Liu et al. 2025);
+   - dapo: sum_it l_it m_it / sum_it m_it over the whole batch (DAPO, Yu et al. 2025).
+6. Clipping (DAPO's clip-higher): eps_low = clip_epsilon, eps_high = epsilon_high (or clip_epsilon).
+7. pi_old: with one update per batch (num_iterations=1) rho is exactly 1 and pi_old is the
    detached current log-prob; with more, pi_old is the sampling policy's log-prob, kept fixed.
-6. Log-probs are taken at the sampling temperature (logits / T); top_p is not accounted for.
-7. The loss is normalised by the whole batch (`batch_completions`, `batch_tokens`), so splitting a
+8. Log-probs are taken at the sampling temperature (logits / T); top_p is not accounted for.
+9. The loss is normalised by the whole batch (`batch_completions`, `batch_tokens`), so splitting a
    batch into micro-batches and summing their gradients gives exactly the full-batch gradient.
 """
 
@@ -39,16 +51,39 @@ def reward_tensor(rewards: list[float | None]) -> Tensor:
     return torch.tensor([float("nan") if r is None else float(r) for r in rewards], dtype=torch.float32)
 
 
-def group_advantages(rewards: Tensor, group_size: int, scale: bool) -> Tensor:
-    """A_i = r_i - mean(r_group), divided by std(r_group) + 1e-4 when scale.  (B,) -> (B,)
+ESTIMATORS = ("grpo", "rloo", "reinforce", "reinforce_batch_mean")
+GROUP_BASELINES = ("grpo", "rloo")  # the estimators whose baseline is the group's own: 'group' scaling fits them
 
-    NaN rewards (unscored) are left out of the mean and std, and their advantage is 0.
+
+def group_advantages(rewards: Tensor, group_size: int, scale_rewards: str = "group", estimator: str = "grpo") -> Tensor:
+    """A_i = (r_i - b_i) / s, the baseline b by `estimator`, the scale s by `scale_rewards`.  (B,) -> (B,)
+
+    NaN rewards (unscored) are left out of every mean and std, and their advantage is 0.
     """
     r = rewards.view(-1, group_size)  # (P, G)
-    a = r - r.nanmean(dim=1, keepdim=True)
-    if scale:
+    a = r - baseline(r, estimator)
+    if scale_rewards == "group":
         a = a / (group_std(r) + 1e-4)
+    elif scale_rewards == "batch":
+        a = a / (group_std(rewards.view(1, -1)) + 1e-4)
+    elif scale_rewards != "none":
+        raise ValueError(f"unknown scale_rewards {scale_rewards!r}")
     return a.nan_to_num(0.0).view(-1)
+
+
+def baseline(r: Tensor, estimator: str) -> Tensor:
+    """b_i for each reward of the groups r, over scored rewards only; NaN where it is undefined.  (P, G) -> (P, G)"""
+    if estimator == "grpo":
+        return r.nanmean(dim=1, keepdim=True).expand_as(r)
+    if estimator == "rloo":
+        count = (~r.isnan()).sum(dim=1, keepdim=True)  # (P, 1) scored rewards per group
+        others = r.nansum(dim=1, keepdim=True) - r  # (P, G) the sum of the other scored rewards
+        return (others / (count - 1)).masked_fill(count < 2, float("nan"))
+    if estimator == "reinforce":
+        return torch.zeros_like(r)
+    if estimator == "reinforce_batch_mean":
+        return r.nanmean().expand_as(r)
+    raise ValueError(f"unknown advantage estimator {estimator!r}")
 
 
 def group_std(r: Tensor) -> Tensor:
@@ -77,6 +112,12 @@ def token_log_probs(logits: Tensor, tokens: Tensor, temperature: float) -> Tenso
     return chosen - torch.logsumexp(logits, dim=-1)
 
 
+def entropy(logits: Tensor, temperature: float) -> Tensor:
+    """H = -sum_v p_v log p_v of softmax(logits / T), in float32.  (..., V) -> (...)"""
+    log_p = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
 def kl_k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
     """Per-token KL(pi_theta || pi_ref) ~ exp(d) - d - 1, d = log pi_ref - log pi_theta.  (B, T)"""
     d = ref_log_probs - log_probs
@@ -84,17 +125,21 @@ def kl_k3(log_probs: Tensor, ref_log_probs: Tensor) -> Tensor:
 
 
 def clipped_surrogate(
-    log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, clip_epsilon: float
+    log_probs: Tensor, old_log_probs: Tensor, advantages: Tensor, clip_epsilon: float, epsilon_high: float = 0.0
 ) -> tuple[Tensor, Tensor]:
-    """min(rho * A, clip(rho, 1 - eps, 1 + eps) * A) per token, and where the clip was active.
+    """min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A) per token, and where the clip was active.
 
+    eps_low = clip_epsilon; eps_high = epsilon_high, or clip_epsilon when it is 0.
     (B, T), (B, T), (B,) -> (B, T) surrogate, (B, T) bool clipped
     """
     ratio = torch.exp(log_probs - old_log_probs)  # (B, T)
     a = advantages.unsqueeze(1)  # (B, 1)
     unclipped = ratio * a
-    clipped = torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * a
+    clipped = torch.clamp(ratio, 1 - clip_epsilon, 1 + (epsilon_high or clip_epsilon)) * a
     return torch.min(unclipped, clipped), clipped < unclipped
+
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
 def aggregate(
@@ -103,18 +148,22 @@ def aggregate(
     loss_type: str,
     batch_completions: int,
     batch_tokens: int,
+    max_new_tokens: int = 0,
 ) -> Tensor:
     """Reduce a per-token loss (B, T) to a scalar over a (micro-)batch, normalised by the whole batch.
 
     grpo: sum_i (sum_t l_it m_it / |o_i|) / batch_completions
-    dapo: sum_it l_it m_it / batch_tokens
+    bnpo, dapo: sum_it l_it m_it / batch_tokens
+    dr_grpo: sum_it l_it m_it / (batch_completions * max_new_tokens)
     """
     masked = per_token * completion_mask
     if loss_type == "grpo":
         lengths = completion_mask.sum(dim=1).clamp(min=1)  # (B,)
         return (masked.sum(dim=1) / lengths).sum() / batch_completions
-    if loss_type == "dapo":
-        return masked.sum() / batch_tokens
+    if loss_type in ("bnpo", "dapo"):
+        return masked.sum() / max(batch_tokens, 1)
+    if loss_type == "dr_grpo":
+        return masked.sum() / (batch_completions * max_new_tokens)
     raise ValueError(f"unknown loss_type {loss_type!r}")
 
 
@@ -130,13 +179,15 @@ def grpo_loss(
     loss_type: str,
     batch_completions: int,
     batch_tokens: int,
+    epsilon_high: float = 0.0,
+    max_new_tokens: int = 0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """-(surrogate - beta * KL), aggregated; returns (loss, sums of per-token stats for logging).
 
     The stats are sums over this micro-batch's completion tokens (kl, clipped, ratio) so that the
     caller can add them across micro-batches and divide by the batch's token count.
     """
-    surrogate, clipped = clipped_surrogate(log_probs, old_log_probs, advantages, clip_epsilon)
+    surrogate, clipped = clipped_surrogate(log_probs, old_log_probs, advantages, clip_epsilon, epsilon_high)
     per_token = -surrogate
     mask = completion_mask.float()
     stats = {
@@ -147,5 +198,5 @@ def grpo_loss(
         kl = kl_k3(log_probs, ref_log_probs)  # (B, T)
         per_token = per_token + beta * kl
         stats["kl"] = (kl * mask).sum().detach()
-    loss = aggregate(per_token, mask, loss_type, batch_completions, batch_tokens)
+    loss = aggregate(per_token, mask, loss_type, batch_completions, batch_tokens, max_new_tokens)
     return loss, stats

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from workbench.grpo import token_log_probs
+from workbench.grpo import entropy, token_log_probs
 from workbench.policy import Policy, positions
 
 
@@ -23,6 +23,7 @@ class Rollouts:
     truncated: Tensor  # (B,) bool: hit max_new_tokens without EOS
     completions: list[str]  # decoded, without special tokens
     sampling_log_probs: Tensor  # (B, T) log p of each sampled token under the sampler, 0 after the EOS
+    entropies: Tensor  # (B, T) entropy of the sampler's distribution at each token (TRL's `entropy`), 0 after the EOS
 
     @property
     def num_tokens(self) -> Tensor:
@@ -51,6 +52,7 @@ class Rollouts:
             self.truncated[rows],
             self.completions[rows],
             self.sampling_log_probs[rows, :t],
+            self.entropies[rows, :t],
         )
 
     def model_inputs(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -80,7 +82,7 @@ def sample_groups(
     prompts = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt")
     prompts = {k: v.to(policy.device) for k, v in prompts.items()}
     with policy.sampling_weights(), policy.autocast():
-        completion_ids, sampling_log_probs = _decode(
+        completion_ids, sampling_log_probs, entropies = _decode(
             policy,
             prompts["input_ids"],
             prompts["attention_mask"],
@@ -88,7 +90,7 @@ def sample_groups(
             max_new_tokens,
             temperature,
             top_p,
-        )  # (B, T), (B, T)
+        )  # (B, T) each
     completion_mask, truncated = _completion_mask(completion_ids, policy.eos_token_ids)
     completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(
@@ -102,6 +104,7 @@ def sample_groups(
         truncated,
         texts,
         sampling_log_probs * completion_mask,
+        entropies * completion_mask,
     )
 
 
@@ -116,7 +119,8 @@ def _decode(
 ) -> tuple[Tensor, Tensor]:
     """Prefill the P prompts, repeat the cache G times, sample token by token.
 
-    -> token ids (B, T), and each token's log-prob under the sampler at `temperature` (B, T)."""
+    -> token ids (B, T), each token's log-prob under the sampler at `temperature` (B, T), and the
+    entropy of the distribution it was drawn from (B, T)."""
     model = policy.model
     eos_ids = torch.tensor(policy.eos_token_ids, device=prompt_ids.device)
     prefill = model(
@@ -132,11 +136,12 @@ def _decode(
     attention_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (B, Lp + t)
     position = attention_mask.sum(dim=1, keepdim=True)  # (B, 1)
     finished = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)  # (B,)
-    tokens, log_probs = [], []
+    tokens, log_probs, entropies = [], [], []
     for t in range(max_new_tokens):
         token = sample_token(logits, temperature, top_p).masked_fill(finished, policy.eos_token_ids[0])  # (B,)
         tokens.append(token)
         log_probs.append(token_log_probs(logits, token, temperature))
+        entropies.append(entropy(logits, temperature))
         finished |= torch.isin(token, eos_ids)
         if finished.all() or t == max_new_tokens - 1:
             break
@@ -149,7 +154,7 @@ def _decode(
             use_cache=True,
         ).logits[:, -1]  # (B, V)
         position = position + 1
-    return torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1)
+    return torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1), torch.stack(entropies, dim=1)
 
 
 def sample_token(logits: Tensor, temperature: float, top_p: float) -> Tensor:

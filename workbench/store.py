@@ -32,7 +32,7 @@ from workbench.events import Group
 if TYPE_CHECKING:  # readers get DataFrames; the trainer's process never imports pandas (~50 MiB)
     import pandas as pd
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STORE_FILE = "store.duckdb"
 
 SCHEMA = """
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS steps (
     completion_tokens_mean DOUBLE, truncated_frac DOUBLE, seconds DOUBLE, seconds_sample DOUBLE,
     seconds_score DOUBLE, seconds_update DOUBLE, reward_function_means JSON, created_at TIMESTAMP,
     learning_rate DOUBLE, unscored_frac DOUBLE, sampling_logp_diff_mean DOUBLE, sampling_logp_diff_max DOUBLE,
-    PRIMARY KEY (run_id, step));
+    entropy DOUBLE, PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS rollouts (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, prompt VARCHAR,
     completion VARCHAR, reward DOUBLE, advantage DOUBLE, num_tokens INTEGER, truncated BOOLEAN,
@@ -72,6 +72,13 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE steps ADD COLUMN IF NOT EXISTS unscored_frac DOUBLE;
     ALTER TABLE steps ADD COLUMN IF NOT EXISTS sampling_logp_diff_mean DOUBLE;
     ALTER TABLE steps ADD COLUMN IF NOT EXISTS sampling_logp_diff_max DOUBLE;
+    """,
+    3: """
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS entropy DOUBLE;
+    UPDATE runs SET config = json_merge_patch(config, '{"scale_rewards": "group"}')
+        WHERE config->>'scale_rewards' = 'true';
+    UPDATE runs SET config = json_merge_patch(config, '{"scale_rewards": "none"}')
+        WHERE config->>'scale_rewards' = 'false';
     """,
 }
 # One DuckDB thread for the step writer: it shares the cores with torch, whose threads spin.

@@ -99,14 +99,16 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
 
             scores = score(scorer, rows, rollouts, config, step)
             rewards = grpo.reward_tensor(scores.rewards)  # (B,), NaN where unscored
-            advantages = grpo.group_advantages(rewards, config.group_size, config.scale_rewards)
+            advantages = grpo.group_advantages(
+                rewards, config.group_size, config.scale_rewards, config.advantage_estimator
+            )
             scored = time.perf_counter()
             groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
             yield GroupsScored(run_id, step, groups, scores.output)
 
             learning_rate = config.learning_rate_at(step)
             set_learning_rate(optimizer, learning_rate)
-            if rewards.isnan().all():  # no reward function scored anything: nothing to learn from
+            if rewards.isnan().all() or not loss_mask(rollouts, config).any():  # nothing to learn from
                 update_metrics = dict.fromkeys(UPDATE_METRICS)
             else:
                 update_metrics = update(policy, optimizer, rollouts, advantages.to(policy.device), config)
@@ -193,7 +195,7 @@ def update(
     """num_iterations optimizer steps on the batch, each accumulating over micro-batches."""
     G = config.group_size
     batch_completions = len(rollouts.completions)
-    batch_tokens = int(rollouts.completion_mask.sum())
+    batch_tokens = int(loss_mask(rollouts, config).sum())
     rows = micro_batches(rollouts, G, config.micro_batch_tokens)
     parts = [rollouts.select(r) for r in rows]
     pass_inputs = [part.model_inputs() for part in parts]
@@ -220,12 +222,14 @@ def update(
                     log_probs.detach() if old is None else old,
                     ref,
                     advantages[r],
-                    inputs[3],  # the completion mask
+                    loss_mask(part, config),
                     beta=config.beta,
                     clip_epsilon=config.clip_epsilon,
+                    epsilon_high=config.epsilon_high,
                     loss_type=config.loss_type,
                     batch_completions=batch_completions,
                     batch_tokens=batch_tokens,
+                    max_new_tokens=config.max_new_tokens,
                 )
                 loss.backward()
                 totals["loss"] += loss.item()
@@ -241,9 +245,17 @@ def update(
         "clip_frac": totals["clipped"] / (n * batch_tokens),
         "ratio_mean": totals["ratio"] / (n * batch_tokens),
         "grad_norm": totals["grad_norm"] / n,
-        "sampling_logp_diff_mean": totals["sampling_gap"] / batch_tokens,
+        "sampling_logp_diff_mean": totals["sampling_gap"] / int(rollouts.completion_mask.sum()),
         "sampling_logp_diff_max": totals["sampling_gap_max"],
     }
+
+
+def loss_mask(rollouts: Rollouts, config: Config) -> torch.Tensor:
+    """The completion tokens the loss counts: all of them, or only the finished completions'
+    (`mask_truncated_completions`, DAPO's overlong filtering).  (B, T)"""
+    if config.mask_truncated_completions:
+        return rollouts.completion_mask * ~rollouts.truncated.unsqueeze(1)
+    return rollouts.completion_mask
 
 
 def micro_batches(rollouts: Rollouts, group_size: int, max_tokens: int) -> list[slice]:
@@ -288,6 +300,7 @@ def step_metrics(rewards: torch.Tensor, reward_values: dict, rollouts: Rollouts,
         "frac_zero_std": grpo.zero_std_fraction(rewards, group_size),
         "unscored_frac": rewards.isnan().float().mean().item(),
         "completion_tokens_mean": rollouts.num_tokens.float().mean().item(),
+        "entropy": (rollouts.entropies.sum() / rollouts.completion_mask.sum()).item(),  # per completion token
         "truncated_frac": rollouts.truncated.float().mean().item(),
         "reward_function_means": function_means,
     }

@@ -51,17 +51,16 @@ def build(store: Store) -> SimpleNamespace:
         if run["error"]:
             text += f"\n\n```text\n{run['error']}\n```"
         last = int(steps.step.max()) if not steps.empty else 1
-        scale = config.get("scale_rewards", True)
-        return text, training_curves(steps), last, 0, _group(run_id, last, 0, scale)
+        return text, training_curves(steps), last, 0, _group(run_id, last, 0, Config.from_dict(config))
 
     def show_group(run_id, picked_step, picked_group):
         if not run_id:
             return ""
-        scale = store.run(run_id)["config"].get("scale_rewards", True)
-        return _group(run_id, int(picked_step or 0), int(picked_group or 0), scale)
+        config = Config.from_dict(store.run(run_id)["config"])
+        return _group(run_id, int(picked_step or 0), int(picked_group or 0), config)
 
-    def _group(run_id, step, group_id, scale):
-        return views.stored_group_html(store.group(run_id, step, group_id), run_id, step, group_id, scale)
+    def _group(run_id, step, group_id, config):
+        return views.stored_group_html(store.group(run_id, step, group_id), run_id, step, group_id, config)
 
     def overlay_runs(run_ids):
         if not run_ids:

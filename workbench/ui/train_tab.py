@@ -37,7 +37,7 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         follow = gr.Checkbox(True, label="follow the latest step", elem_id="live-follow")
         step = gr.Number(0, precision=0, minimum=0, label="step", elem_id="live-step-picker")
         group_id = gr.Number(0, precision=0, minimum=0, label="group", elem_id="live-group-picker")
-    group = gr.HTML(views.group_html(None, 0, True), elem_id="live-group")
+    group = gr.HTML(views.group_html(None, 0, Config()), elem_id="live-group")
     plot = gr.Plot(elem_id="reward-plot")
     drawn = gr.State({})  # what this page shows: {'steps': n, 'group': (run, step, group)}
     timer = gr.Timer(REFRESH_SECONDS)
@@ -55,8 +55,8 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
             key = (scored.run_id, scored.step, g)
             if key != shown.get("group"):
                 shown["group"] = key
-                scale = snapshot.config.get("scale_rewards", True)
-                group_update = views.group_html(scored.groups[g], scored.step, scale, snapshot.scored_at)
+                config = Config.from_dict(snapshot.config)
+                group_update = views.group_html(scored.groups[g], scored.step, config, snapshot.scored_at)
                 step_update = scored.step
         return views.status(snapshot), group_update, plot_update, step_update, shown
 
@@ -66,8 +66,8 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         if snapshot.run_id is None:
             return gr.skip(), False, shown
         step, g = int(picked_step or 0), int(picked_group or 0)
-        scale = snapshot.config.get("scale_rewards", True)
-        page = views.stored_group_html(store.group(snapshot.run_id, step, g), snapshot.run_id, step, g, scale)
+        config = Config.from_dict(snapshot.config)
+        page = views.stored_group_html(store.group(snapshot.run_id, step, g), snapshot.run_id, step, g, config)
         return page, False, {**shown, "group": None}
 
     def pick_group(following, picked_step, picked_group, shown):

@@ -7,6 +7,7 @@ import html
 import pandas as pd
 
 from workbench import grpo
+from workbench.config import Config
 from workbench.dryrun import DryRun
 from workbench.events import Group
 from workbench.scoring import Scores
@@ -36,7 +37,7 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
-def group_html(group: Group | None, step: int, scale_rewards: bool, scored_at: float = 0.0) -> str:
+def group_html(group: Group | None, step: int, config: Config, scored_at: float = 0.0) -> str:
     """A scored group: the prompt, its completions side by side with each reward function's score,
     the reward and the advantage colored by sign and size, the group's mean and std, and what they mean."""
     if group is None:
@@ -59,15 +60,15 @@ def group_html(group: Group | None, step: int, scale_rewards: bool, scored_at: f
         f"<code>{html.escape(prompt_text(group.prompt))}</code></p>"
         f"<p>group mean reward <b>{mean:.2f}</b> · std <b>{std:.2f}</b></p>"
         f"<div style='display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:6px'>{cards}</div>"
-        f"<p id='advantage-explanation'>{html.escape(explain(group, scale_rewards))}</p></div>"
+        f"<p id='advantage-explanation'>{html.escape(explain(group, config))}</p></div>"
     )
 
 
-def stored_group_html(group: Group | None, run_id: str, step: int, group_id: int, scale_rewards: bool) -> str:
+def stored_group_html(group: Group | None, run_id: str, step: int, group_id: int, config: Config) -> str:
     """A group read back from the store (`Store.group`), or which one the run does not have."""
     if group is None:
         return f"<p>Run {html.escape(run_id)} has no step {step}, group {group_id} stored.</p>"
-    return group_html(group, step, scale_rewards)
+    return group_html(group, step, config)
 
 
 def group_stats(rewards: list[float | None]) -> tuple[float, float]:
@@ -77,32 +78,61 @@ def group_stats(rewards: list[float | None]) -> tuple[float, float]:
     return r.nanmean().item(), grpo.group_std(r).item()
 
 
-def explain(group: Group, scale_rewards: bool) -> str:
-    """The group's advantages in words, with the numbers on screen."""
+def explain(group: Group, config: Config) -> str:
+    """The group's advantages in words, with the numbers on screen, for the run's estimator and scaling."""
     mean, std = group_stats(group.rewards)
     n = len(group.rewards)
-    unscored = sum(r is None for r in group.rewards)
-    if unscored > n - 2:
+    scored = [r for r in group.rewards if r is not None]
+    group_baseline = config.advantage_estimator in grpo.GROUP_BASELINES
+    if group_baseline and len(scored) < 2:
         return (
-            f"{unscored} of {n} completions were scored by no reward function (None): with fewer than two "
+            f"{n - len(scored)} of {n} completions were scored by no reward function (None): with fewer than two "
             "rewards there is nothing to compare, so every advantage is 0 and this group teaches nothing."
         )
-    if std == 0:
+    if group_baseline and std == 0:
         return (
             f"All {n} completions got reward {mean:.2f}, so every advantage is 0: this group gives no learning "
-            "signal. GRPO learns only from groups whose completions differ in reward."
+            "signal. A group baseline learns only from groups whose completions differ in reward."
         )
-    formula = f"(r - {mean:.2f}) / ({std:.2f} + 0.0001)" if scale_rewards else f"r - {mean:.2f}"
+    baseline, formula = _baseline_words(config.advantage_estimator, mean, sum(scored), len(scored))
+    scale, divisor = {
+        "group": (", divided by the group's std", f" / ({std:.2f} + 0.0001)"),
+        "batch": (", divided by the std of the step's rewards (all P x G completions)", " / (batch std + 0.0001)"),
+        "none": ("", ""),
+    }[config.scale_rewards]
+    numerator = f"({formula})" if divisor and formula != "r" else formula
     best = max(range(n), key=lambda i: group.advantages[i])
     worst = min(range(n), key=lambda i: group.advantages[i])
     return (
-        f"Each advantage compares a completion with its own group: A = {formula}"
-        + (", the reward minus the group mean, divided by the group's std." if scale_rewards else ".")
-        + f" #{best} got reward {group.rewards[best]:.2f} against the group mean {mean:.2f}, so its advantage is"
-        f" {group.advantages[best]:+.2f}: the update makes completions like it more likely."
-        f" #{worst} got {group.rewards[worst]:.2f}, below the mean: advantage {group.advantages[worst]:+.2f},"
-        " made less likely. The KL penalty (beta) keeps the policy close to the reference while it moves."
+        f"Each advantage compares a completion's reward with {baseline}{scale}: A = {numerator}{divisor}."
+        + _pushed(group, best, "#{i} got reward {r}, so its advantage is {a}: {what}.")
+        + _pushed(group, worst, "#{i} got {r}: advantage {a}, {what}.")
+        + " The KL penalty (beta) keeps the policy close to the reference while it moves."
     )
+
+
+def _baseline_words(estimator: str, mean: float, total: float, scored: int) -> tuple[str, str]:
+    """What the baseline is, in words, and the formula of A with the group's numbers."""
+    if estimator == "grpo":
+        return f"the group mean {mean:.2f}", f"r - {mean:.2f}"
+    if estimator == "rloo":
+        return (
+            f"the mean of the other {scored - 1} rewards of its group (leave-one-out)",
+            f"r - ({total:.2f} - r) / {scored - 1}",
+        )
+    if estimator == "reinforce":
+        return "nothing (no baseline: every completion is pushed by its own reward)", "r"
+    return "the mean reward of the whole step (all P x G completions)", "r - batch mean"
+
+
+def _pushed(group: Group, i: int, sentence: str) -> str:
+    a = group.advantages[i]
+    what = (
+        "the update makes completions like it more likely"
+        if a > 0
+        else ("made less likely" if a < 0 else "left as likely as it was")
+    )
+    return " " + sentence.format(i=i, r=_value(group.rewards[i]), a=f"{a:+.2f}", what=what)
 
 
 def prompt_text(prompt) -> str:
