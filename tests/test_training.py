@@ -250,6 +250,46 @@ def test_the_entropy_is_the_sampling_distributions(tmp_path):
     assert stored == pytest.approx(step.metrics["entropy"]) and stored > 0
 
 
+def test_dynamic_sampling_trains_only_on_groups_whose_rewards_differ(tmp_path):
+    """Prompts starting with 0-4 get a constant reward (no signal); the others a varied one. Dynamic
+    sampling samples more rounds until P groups differ, trains on those and stores the rest, marked."""
+    source = (
+        "def half_constant(prompts, completions, **kwargs):\n"
+        "    return [1.0 if p[0] in '01234' else float(sum(map(ord, c)) % 7) for p, c in zip(prompts, completions)]\n"
+    )
+    task = load_task("arithmetic").with_rewards(RewardSource(source, "half_constant.py"))
+    config = Config(steps=3, dynamic_sampling=True, dynamic_sampling_max_rounds=6, **SMALL)
+    events = run(config, tmp_path, task)
+    scored = [e for e in events if isinstance(e, GroupsScored)]
+    store = Store(tmp_path)
+    groups = store.query(
+        "SELECT step, group_id, bool_and(dropped) AS dropped, count(DISTINCT reward) AS rewards, "
+        "any_value(prompt) AS prompt FROM rollouts GROUP BY step, group_id ORDER BY step, group_id"
+    )
+    trained = groups[~groups.dropped]
+    assert (trained.groupby("step").size() == 3).all()  # P groups with signal each step
+    assert (trained.rewards > 1).all() and not trained.prompt.str[0].isin(list("01234")).any()
+    assert groups.dropped.any()  # the constant groups were sampled, stored and left out
+    rounds = store.query("SELECT step, sampling_rounds FROM steps ORDER BY step")
+    assert rounds.sampling_rounds.tolist() == (groups.groupby("step").group_id.max() // 3 + 1).tolist()
+    assert [sum(not g.dropped for g in e.groups) for e in scored] == [3, 3, 3]
+    assert all(a == 0 for e in scored for g in e.groups if g.dropped for a in g.advantages)
+
+
+def test_dynamic_sampling_picks_the_first_p_groups_with_signal():
+    def one_round(rewards):
+        rewards = torch.tensor(rewards)
+        return trainer.Round([], None, None, rewards, 0.0, 0.0)
+
+    config = Config(group_size=2, prompts_per_step=2, dynamic_sampling=True)
+    rounds = [one_round([1.0, 1.0, 0.0, 1.0]), one_round([0.0, 0.0, 1.0, 0.0])]  # signal: (no, yes), (no, yes)
+    assert [m.tolist() for m in trainer.trained_groups(rounds, config)] == [[False, True], [False, True]]
+    rounds = [one_round([1.0, 0.0, 0.0, 1.0]), one_round([0.0, 1.0, 1.0, 0.0])]  # P found in the first round
+    assert [m.tolist() for m in trainer.trained_groups(rounds[:1], config)] == [[True, True]]
+    advantages = trainer.round_advantages(rounds[:1], [torch.tensor([True, False])], Config(group_size=2))
+    assert advantages[0].tolist() == pytest.approx([0.7070, -0.7070, 0.0, 0.0], abs=1e-3)  # (1 - 0.5) / (0.7071 + 1e-4)
+
+
 def constant_reward_task(value):
     source = f"def constant(completions, **kwargs):\n    return [{value!r}] * len(completions)\n"
     task = load_task("arithmetic")

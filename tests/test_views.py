@@ -2,6 +2,7 @@
 group view, the status line, and the run form generated from Config (no browser needed)."""
 
 import shlex
+from dataclasses import replace
 
 import pytest
 
@@ -81,6 +82,8 @@ def test_the_group_view_shows_each_reward_function_the_mean_std_and_colored_adva
     page = views.group_html(shown, step=7, config=Config(), scored_at=12.5)
     assert "data-step='7'" in page and "data-scored-at='12500'" in page
     assert "group mean reward <b>0.50</b> · std <b>0.71</b>" in page  # std of (1, 0) = sqrt(0.5)
+    assert "left out of the update" not in page
+    assert "left out of the update by dynamic sampling" in views.group_html(replace(shown, dropped=True), 7, Config())
     assert "correct 1.00 · short None" in page and "correct 0.00 · short -0.50" in page
     assert views.color(0.71) == "rgba(0,160,0,0.35)" and views.color(-3.0) == "rgba(210,0,0,1.00)"
     assert "prompt <code>system: be brief / user: 1+1=</code>" in views.group_html(

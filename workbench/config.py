@@ -84,6 +84,10 @@ class Config:
     """upper clip range of the ratio, DAPO's clip-higher (e.g. 0.28); 0: the same as clip_epsilon"""
     mask_truncated_completions: bool = False
     """leave completions cut at max_new_tokens out of the loss (DAPO); they still count in their group's baseline"""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: drop groups whose rewards are all equal and sample more prompts until P groups differ"""
+    dynamic_sampling_max_rounds: int = 3
+    """with dynamic_sampling, the most extra rounds of P prompts a step samples; then it trains on the groups it has"""
     micro_batch_tokens: int = 1536
     """tokens per forward/backward pass (each group's prompt once, its padded completions), in whole groups"""
     max_grad_norm: float = 1.0
@@ -120,6 +124,7 @@ class Config:
         for name in ("micro_batch_tokens", "steps", "checkpoint_every"):
             _at_least(self, name, 1)
         _at_least(self, "warmup_steps", 0)
+        _at_least(self, "dynamic_sampling_max_rounds", 0)
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         for name in ("temperature", "learning_rate", "lora_alpha"):

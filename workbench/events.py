@@ -26,6 +26,7 @@ class Group:
     advantages: list[float]  # A_i
     num_tokens: list[int]
     truncated: list[bool]
+    dropped: bool = False  # left out of the update by dynamic sampling (its rewards were all equal, or P were found)
 
 
 @dataclass(frozen=True)

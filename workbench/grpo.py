@@ -95,6 +95,12 @@ def group_std(r: Tensor) -> Tensor:
     return (squares / (count - 1)).sqrt().masked_fill(count < 2, float("nan"))
 
 
+def has_signal(rewards: Tensor, group_size: int) -> Tensor:
+    """Each group has scored rewards that differ (a group baseline learns from it).  (B,) -> (P,) bool"""
+    std = group_std(rewards.view(-1, group_size)).squeeze(1)  # (P,), NaN below two scored
+    return std.isfinite() & ~torch.isclose(std, torch.zeros_like(std))
+
+
 def zero_std_fraction(rewards: Tensor, group_size: int) -> float:
     """Fraction of groups whose scored rewards are all equal (advantage 0 everywhere: no signal)."""
     std = group_std(rewards.view(-1, group_size))  # (P, 1)

@@ -16,7 +16,7 @@ PANELS = {  # column -> panel title, after the reward panels
     "kl": "KL to the reference",
     "loss": "loss",
     "completion_tokens_mean": "completion length (tokens)",
-    "clip_frac": "clip fraction",
+    "entropy": "entropy (per token)",
     "frac_zero_std": "groups with no signal",
     "truncated_frac": "truncated completions",
 }

@@ -35,8 +35,8 @@ class Rollouts:
         the store both use them: computed once)."""
         return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids, self.completion_mask)]
 
-    def select(self, rows: slice) -> Rollouts:
-        """A micro-batch, trimmed to its own longest completion.
+    def select(self, rows: slice | Tensor) -> Rollouts:
+        """Some of the rows (a slice or indices), trimmed to their own longest completion.
 
         The prompts keep the whole batch's left padding, as the decode saw them: trimming it shifts
         the keys against the attention kernels' blocks, and in bf16 the sums then round differently
@@ -50,7 +50,7 @@ class Rollouts:
             self.completion_ids[rows, :t],
             completion_mask[:, :t],
             self.truncated[rows],
-            self.completions[rows],
+            self.completions[rows] if isinstance(rows, slice) else [self.completions[i] for i in rows.tolist()],
             self.sampling_log_probs[rows, :t],
             self.entropies[rows, :t],
         )

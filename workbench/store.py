@@ -47,11 +47,11 @@ CREATE TABLE IF NOT EXISTS steps (
     completion_tokens_mean DOUBLE, truncated_frac DOUBLE, seconds DOUBLE, seconds_sample DOUBLE,
     seconds_score DOUBLE, seconds_update DOUBLE, reward_function_means JSON, created_at TIMESTAMP,
     learning_rate DOUBLE, unscored_frac DOUBLE, sampling_logp_diff_mean DOUBLE, sampling_logp_diff_max DOUBLE,
-    entropy DOUBLE, PRIMARY KEY (run_id, step));
+    entropy DOUBLE, sampling_rounds INTEGER, PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS rollouts (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, prompt VARCHAR,
     completion VARCHAR, reward DOUBLE, advantage DOUBLE, num_tokens INTEGER, truncated BOOLEAN,
-    reward_version VARCHAR, completion_ids INTEGER[], extra_columns JSON);
+    reward_version VARCHAR, completion_ids INTEGER[], extra_columns JSON, dropped BOOLEAN);
 CREATE TABLE IF NOT EXISTS reward_values (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, name VARCHAR, value DOUBLE);
 CREATE TABLE IF NOT EXISTS reward_logs (run_id VARCHAR, step INTEGER, name VARCHAR, output VARCHAR);
@@ -75,6 +75,8 @@ MIGRATIONS: dict[int, str] = {
     """,
     3: """
     ALTER TABLE steps ADD COLUMN IF NOT EXISTS entropy DOUBLE;
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS sampling_rounds INTEGER;
+    ALTER TABLE rollouts ADD COLUMN IF NOT EXISTS dropped BOOLEAN;
     UPDATE runs SET config = json_merge_patch(config, '{"scale_rewards": "group"}')
         WHERE config->>'scale_rewards' = 'true';
     UPDATE runs SET config = json_merge_patch(config, '{"scale_rewards": "none"}')
@@ -270,6 +272,7 @@ class Store:
             advantages=rollouts.advantage.tolist(),
             num_tokens=rollouts.num_tokens.tolist(),
             truncated=rollouts.truncated.tolist(),
+            dropped=rollouts.dropped[0] is True,
         )
 
     def export_run(self, run_id: str, folder: str | Path, format: str = "parquet") -> list[Path]:

@@ -40,18 +40,20 @@ class Task:
         """The same prompts scored by another reward source (an edited file, the editor's text)."""
         return dataclasses.replace(self, rewards=rewards)
 
-    def batch(self, step: int, prompts_per_step: int, seed: int) -> list[dict]:
-        """The P rows of a step: epochs of seeded shuffles, a pure function of (seed, step).
+    def batch(self, step: int, prompts_per_step: int, seed: int, round: int = 0) -> list[dict]:
+        """The P rows of a step: epochs of seeded shuffles, a pure function of (seed, step, round).
 
-        Resuming at any step gives the same prompts as an uninterrupted run.
+        Resuming at any step gives the same prompts as an uninterrupted run. Rounds after the first
+        (dynamic sampling's extra prompts) come from shuffles of their own.
         """
         n = len(self.rows)
         start = (step - 1) * prompts_per_step
-        return [self.rows[_shuffled(seed, k // n, n)[k % n]] for k in range(start, start + prompts_per_step)]
+        key = str(seed) if round == 0 else f"{seed}/round {round}"
+        return [self.rows[_shuffled(key, k // n, n)[k % n]] for k in range(start, start + prompts_per_step)]
 
 
 @functools.lru_cache(maxsize=4)
-def _shuffled(seed: int, epoch: int, n: int) -> tuple[int, ...]:
+def _shuffled(seed: str, epoch: int, n: int) -> tuple[int, ...]:
     order = list(range(n))
     random.Random(f"{seed}/{epoch}").shuffle(order)
     return tuple(order)

@@ -14,6 +14,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -93,37 +94,41 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
                 unrecorded = scorer.source
             started = time.perf_counter()
 
-            rows = task.batch(step, config.prompts_per_step, config.seed)  # P prompts
-            rollouts = sample(policy, rows, config)  # G completions each, B = P * G
-            sampled = time.perf_counter()
-
-            scores = score(scorer, rows, rollouts, config, step)
-            rewards = grpo.reward_tensor(scores.rewards)  # (B,), NaN where unscored
-            advantages = grpo.group_advantages(
-                rewards, config.group_size, config.scale_rewards, config.advantage_estimator
-            )
+            rounds = sample_and_score(policy, scorer, task, step, config)  # P prompts x G completions, or more
+            trained = trained_groups(rounds, config)  # (P,) bool per round
+            advantages = round_advantages(rounds, trained, config)  # (B,) per round, 0 where not trained
             scored = time.perf_counter()
-            groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
-            yield GroupsScored(run_id, step, groups, scores.output)
+            groups = [
+                g
+                for r, (one, mask, a) in enumerate(zip(rounds, trained, advantages))
+                for g in make_groups(one.rows, one.rollouts, one.scores, a, config.group_size, r, mask.tolist())
+            ]
+            yield GroupsScored(run_id, step, groups, reward_output(rounds))
 
             learning_rate = config.learning_rate_at(step)
             set_learning_rate(optimizer, learning_rate)
-            if rewards.isnan().all() or not loss_mask(rollouts, config).any():  # nothing to learn from
+            batches = [
+                (one.rollouts.select(rows), a[rows].to(policy.device))
+                for one, mask, a in zip(rounds, trained, advantages)
+                if (rows := group_rows(mask, config.group_size)).numel()
+            ]
+            unscored = all(one.rewards.isnan().all() for one in rounds)  # no reward function scored anything
+            if unscored or not any(loss_mask(b, config).any() for b, _ in batches):  # nothing to learn from
                 update_metrics = dict.fromkeys(UPDATE_METRICS)
             else:
-                update_metrics = update(policy, optimizer, rollouts, advantages.to(policy.device), config)
+                update_metrics = update(policy, optimizer, batches, config)
             completed = step
             finished = time.perf_counter()
 
             timings = dict(
                 seconds=finished - started,
-                seconds_sample=sampled - started,
-                seconds_score=scored - sampled,
+                seconds_sample=sum(one.seconds_sample for one in rounds),
+                seconds_score=sum(one.seconds_score for one in rounds),
                 seconds_update=finished - scored,
             )
-            metrics = step_metrics(rewards, scores.values, rollouts, config.group_size)
+            metrics = step_metrics(rounds, config.group_size)
             metrics |= update_metrics | timings | {"learning_rate": learning_rate}
-            writer.write(_step_rows(run_id, step, metrics, groups, rows, rollouts, scores, unrecorded, scorer.source))
+            writer.write(_step_rows(run_id, step, metrics, groups, rounds, unrecorded, scorer.source))
             unrecorded = None
             yield StepFinished(run_id, step, metrics)
             rng = rng_state()  # what the next step starts from
@@ -148,6 +153,68 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
         store.set_status(run_id, status, error)
     if status in ("finished", "stopped"):
         yield RunFinished(run_id, completed, status, str(checkpoint))
+
+
+@dataclass
+class Round:
+    """One round of a step's sampling: P prompts, G completions each, scored."""
+
+    rows: list[dict]
+    rollouts: Rollouts
+    scores: Scores
+    rewards: torch.Tensor  # (B,) NaN where unscored
+    seconds_sample: float
+    seconds_score: float
+
+
+def sample_and_score(policy: Policy, scorer: Scorer, task: Task, step: int, config: Config) -> list[Round]:
+    """The step's rounds: one, or with dynamic sampling (DAPO) more rounds of P new prompts until P
+    groups have rewards that differ, at most 1 + dynamic_sampling_max_rounds rounds."""
+    rounds, with_signal = [], 0
+    for r in range(1 + (config.dynamic_sampling_max_rounds if config.dynamic_sampling else 0)):
+        started = time.perf_counter()
+        rows = task.batch(step, config.prompts_per_step, config.seed, round=r)
+        rollouts = sample(policy, rows, config)  # G completions each, B = P * G
+        sampled = time.perf_counter()
+        scores = score(scorer, rows, rollouts, config, step)
+        rewards = grpo.reward_tensor(scores.rewards)
+        rounds.append(Round(rows, rollouts, scores, rewards, sampled - started, time.perf_counter() - sampled))
+        with_signal += int(grpo.has_signal(rewards, config.group_size).sum())
+        if with_signal >= config.prompts_per_step:
+            break
+    return rounds
+
+
+def trained_groups(rounds: list[Round], config: Config) -> list[torch.Tensor]:
+    """Which groups of each round the update trains on: every group, or with dynamic sampling the
+    first P whose rewards differ.  -> (P,) bool per round"""
+    if not config.dynamic_sampling:
+        return [torch.ones(config.prompts_per_step, dtype=torch.bool) for _ in rounds]
+    masks, wanted = [], config.prompts_per_step
+    for one in rounds:
+        signal = grpo.has_signal(one.rewards, config.group_size)
+        mask = signal & (signal.cumsum(dim=0) <= wanted)
+        wanted -= int(mask.sum())
+        masks.append(mask)
+    return masks
+
+
+def round_advantages(rounds: list[Round], trained: list[torch.Tensor], config: Config) -> list[torch.Tensor]:
+    """Advantages over the trained groups (the batch the update sees), 0 for groups left out.  -> (B,) per round"""
+    G = config.group_size
+    rewards = torch.cat([one.rewards[group_rows(mask, G)] for one, mask in zip(rounds, trained)])
+    a = grpo.group_advantages(rewards, G, config.scale_rewards, config.advantage_estimator)
+    advantages, start = [], 0
+    for one, mask in zip(rounds, trained):
+        rows = group_rows(mask, G)
+        advantages.append(torch.zeros_like(one.rewards).index_put((rows,), a[start : start + len(rows)]))
+        start += len(rows)
+    return advantages
+
+
+def group_rows(mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The completion rows of the groups a (P,) mask picks.  -> (n,) long"""
+    return mask.repeat_interleave(group_size).nonzero().squeeze(1)
 
 
 def sample(policy: Policy, rows: list[dict], config: Config) -> Rollouts:
@@ -188,17 +255,23 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) ->
 def update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
-    rollouts: Rollouts,
-    advantages: torch.Tensor,
+    batches: list[tuple[Rollouts, torch.Tensor]],
     config: Config,
 ) -> dict[str, float | None]:
-    """num_iterations optimizer steps on the batch, each accumulating over micro-batches."""
+    """num_iterations optimizer steps on the batch, each accumulating over micro-batches.
+
+    batches: the rollouts to train on, with their advantages (B,): one, or one per sampling round,
+    since a micro-batch keeps its round's prompt padding (`Rollouts.select`)."""
     G = config.group_size
-    batch_completions = len(rollouts.completions)
-    batch_tokens = int(loss_mask(rollouts, config).sum())
-    rows = micro_batches(rollouts, G, config.micro_batch_tokens)
-    parts = [rollouts.select(r) for r in rows]
-    pass_inputs = [part.model_inputs() for part in parts]
+    batch_completions = sum(len(rollouts.completions) for rollouts, _ in batches)
+    batch_tokens = sum(int(loss_mask(rollouts, config).sum()) for rollouts, _ in batches)
+    sampled_tokens = sum(int(rollouts.completion_mask.sum()) for rollouts, _ in batches)
+    parts = [
+        (rollouts.select(rows), advantages[rows])
+        for rollouts, advantages in batches
+        for rows in micro_batches(rollouts, G, config.micro_batch_tokens)
+    ]
+    pass_inputs = [part.model_inputs() for part, _ in parts]
     temperature = config.temperature
     ref_log_probs = [
         policy.reference_log_probs(*m, group_size=G, temperature=temperature) if config.beta > 0 else None
@@ -211,7 +284,7 @@ def update(
     with policy.training():
         for iteration in range(config.num_iterations):
             optimizer.zero_grad(set_to_none=True)
-            for r, part, inputs, ref, old in zip(rows, parts, pass_inputs, ref_log_probs, old_log_probs):
+            for (part, advantages), inputs, ref, old in zip(parts, pass_inputs, ref_log_probs, old_log_probs):
                 log_probs = policy.log_probs(*inputs, G, temperature)  # (b, T)
                 if iteration == 0:  # TRL's sampling/sampling_logp_difference: sampler against the trained policy
                     gap = (log_probs.detach() - part.sampling_log_probs).abs()[part.completion_mask.bool()]
@@ -221,7 +294,7 @@ def update(
                     log_probs,
                     log_probs.detach() if old is None else old,
                     ref,
-                    advantages[r],
+                    advantages,
                     loss_mask(part, config),
                     beta=config.beta,
                     clip_epsilon=config.clip_epsilon,
@@ -245,7 +318,7 @@ def update(
         "clip_frac": totals["clipped"] / (n * batch_tokens),
         "ratio_mean": totals["ratio"] / (n * batch_tokens),
         "grad_norm": totals["grad_norm"] / n,
-        "sampling_logp_diff_mean": totals["sampling_gap"] / int(rollouts.completion_mask.sum()),
+        "sampling_logp_diff_mean": totals["sampling_gap"] / sampled_tokens,
         "sampling_logp_diff_max": totals["sampling_gap_max"],
     }
 
@@ -285,24 +358,30 @@ def _old_log_probs(policy: Policy, inputs, group_size: int, temperature: float) 
     return policy.log_probs(*inputs, group_size, temperature)
 
 
-def step_metrics(rewards: torch.Tensor, reward_values: dict, rollouts: Rollouts, group_size: int) -> dict:
-    """Reward and completion statistics of a step (TRL's metrics, named as the store's columns).
+def step_metrics(rounds: list[Round], group_size: int) -> dict:
+    """Reward and completion statistics of a step over every group it sampled, in every round
+    (TRL's metrics, named as the store's columns).
 
     Unscored completions (NaN rewards) are left out of the reward statistics and counted."""
-    group_std = grpo.group_std(rewards.view(-1, group_size))  # (P, 1), NaN below 2 scored
+    rewards = torch.cat([one.rewards for one in rounds])  # (rounds x B,)
+    group_std = grpo.group_std(rewards.view(-1, group_size))  # (groups, 1), NaN below 2 scored
+    values = {name: [v for one in rounds for v in one.scores.values[name]] for name in rounds[0].scores.values}
     function_means = {
-        name: sum(v for v in values if v is not None) / max(1, sum(v is not None for v in values))
-        for name, values in reward_values.items()
+        name: sum(v for v in vs if v is not None) / max(1, sum(v is not None for v in vs))
+        for name, vs in values.items()
     }
+    num_tokens = torch.cat([one.rollouts.num_tokens for one in rounds]).float()
+    entropy = sum(one.rollouts.entropies.sum() for one in rounds) / num_tokens.sum()
     return {
         "reward_mean": _finite(rewards.nanmean()),
         "reward_std": _finite(group_std[group_std.isfinite()].mean()),  # within-group std, mean over groups
         "frac_zero_std": grpo.zero_std_fraction(rewards, group_size),
         "unscored_frac": rewards.isnan().float().mean().item(),
-        "completion_tokens_mean": rollouts.num_tokens.float().mean().item(),
-        "entropy": (rollouts.entropies.sum() / rollouts.completion_mask.sum()).item(),  # per completion token
-        "truncated_frac": rollouts.truncated.float().mean().item(),
+        "completion_tokens_mean": num_tokens.mean().item(),
+        "entropy": entropy.item(),  # per completion token
+        "truncated_frac": torch.cat([one.rollouts.truncated for one in rounds]).float().mean().item(),
         "reward_function_means": function_means,
+        "sampling_rounds": len(rounds),
     }
 
 
@@ -310,13 +389,22 @@ def _finite(value: torch.Tensor) -> float | None:
     return value.item() if value.isfinite() else None
 
 
-def make_groups(rows: list[dict], rollouts: Rollouts, scores: Scores, advantages, group_size: int) -> list[Group]:
+def make_groups(
+    rows: list[dict],
+    rollouts: Rollouts,
+    scores: Scores,
+    advantages,
+    group_size: int,
+    sampling_round: int = 0,
+    trained: list[bool] | None = None,
+) -> list[Group]:
+    """The round's groups, numbered on from the rounds before it (group_id = round x P + g)."""
     groups = []
     for g, row in enumerate(rows):
         i = slice(g * group_size, (g + 1) * group_size)
         groups.append(
             Group(
-                group_id=g,
+                group_id=sampling_round * len(rows) + g,
                 prompt=row["prompt"],
                 completions=rollouts.completions[i],
                 rewards=scores.rewards[i],
@@ -324,9 +412,16 @@ def make_groups(rows: list[dict], rollouts: Rollouts, scores: Scores, advantages
                 advantages=advantages[i].tolist(),
                 num_tokens=rollouts.num_tokens[i].tolist(),
                 truncated=rollouts.truncated[i].tolist(),
+                dropped=trained is not None and not trained[g],
             )
         )
     return groups
+
+
+def reward_output(rounds: list[Round]) -> dict[str, str]:
+    """What each reward function printed, over every round of the step."""
+    names = dict.fromkeys(name for one in rounds for name in one.scores.output)
+    return {name: "".join(one.scores.output.get(name, "") for one in rounds) for name in names}
 
 
 def _step_rows(
@@ -334,9 +429,7 @@ def _step_rows(
     step: int,
     metrics: dict,
     groups: list[Group],
-    rows: list[dict],
-    rollouts: Rollouts,
-    scores: Scores,
+    rounds: list[Round],
     unrecorded: RewardSource | None,
     source: RewardSource,
 ) -> dict[str, list[dict]]:
@@ -347,9 +440,10 @@ def _step_rows(
         "step": step,
         "reward_function_means": json.dumps(metrics["reward_function_means"]),
     }
-    completion_ids = rollouts.completion_id_lists
+    completion_ids = [ids for one in rounds for ids in one.rollouts.completion_id_lists]
+    rows = [row for one in rounds for row in one.rows]
     stored, values = [], []
-    for group, row in zip(groups, rows):
+    for group, row in zip(groups, rows, strict=True):
         prompt = group.prompt if isinstance(group.prompt, str) else json.dumps(group.prompt)
         extra_columns = json.dumps({k: v for k, v in row.items() if k != "prompt"}, default=str)
         for k, completion in enumerate(group.completions):
@@ -366,10 +460,11 @@ def _step_rows(
                     reward_version=source.version,
                     completion_ids=completion_ids[len(stored)],
                     extra_columns=extra_columns,
+                    dropped=group.dropped,
                 )
             )
             values += [key | dict(name=name, value=v[k]) for name, v in group.reward_values.items()]
-    logs = [dict(run_id=run_id, step=step, name=name, output=text) for name, text in scores.output.items()]
+    logs = [dict(run_id=run_id, step=step, name=name, output=text) for name, text in reward_output(rounds).items()]
     versions = (
         []
         if unrecorded is None

@@ -58,7 +58,9 @@ def group_html(group: Group | None, step: int, config: Config, scored_at: float 
         f"<div id='live-step' data-step='{step}' data-group='{group.group_id}' data-scored-at='{scored_at * 1000:.0f}'>"
         f"<p><b>step {step}, group {group.group_id}</b> · prompt "
         f"<code>{html.escape(prompt_text(group.prompt))}</code></p>"
-        f"<p>group mean reward <b>{mean:.2f}</b> · std <b>{std:.2f}</b></p>"
+        f"<p>group mean reward <b>{mean:.2f}</b> · std <b>{std:.2f}</b>"
+        + (" · <i>left out of the update by dynamic sampling</i>" if group.dropped else "")
+        + "</p>"
         f"<div style='display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:6px'>{cards}</div>"
         f"<p id='advantage-explanation'>{html.escape(explain(group, config))}</p></div>"
     )
