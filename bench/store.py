@@ -74,7 +74,7 @@ def fill(store: Store, rollouts: int) -> None:
         # token ids one per character, as the tiny model's, and an answer column per prompt
         con.execute(f"""INSERT INTO rollouts
             SELECT *, '0123456789ab', list_transform(range(length(completion)), lambda i: (i * 7 + step) % 50),
-                   '{{"answer": "' || (step * 8 + group_id) % 200 || '"}}'
+                   '{{"answer": "' || (step * 8 + group_id) % 200 || '"}}', false
             FROM (SELECT 'bench', s, g, k, 'prompt ' || (s * 8 + g) % 5000 || ' ' || repeat('x', 190),
                    CASE WHEN (s * 8 + g) % 125 = 0 AND k = 0 THEN repeat('the answer is 42. ', 12)
                         ELSE substr(md5(s || '-' || g || '-' || k) || md5(k || '+' || s) || md5(g || '*' || s)
