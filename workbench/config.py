@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 
 CHOICES = {  # the fields that take one of a few words; the app shows them as dropdowns
-    "advantage_estimator": ("grpo", "rloo", "reinforce", "reinforce_batch_mean"),
+    "advantage_estimator": ("grpo", "rloo", "reinforce", "reinforce_batch_mean", "ppo"),
     "scale_rewards": ("group", "batch", "none"),
     "loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
     "lr_scheduler_type": ("constant", "linear", "cosine"),
@@ -75,7 +75,11 @@ class Config:
     num_iterations: int = 1
     """inner updates per sampled batch (mu in the paper); pi_old is the sampling policy"""
     advantage_estimator: str = "grpo"
-    """baseline of A = r - b: 'grpo' group mean, 'rloo' mean of the other G - 1, 'reinforce' 0, or the batch mean"""
+    """baseline of A = r - b: 'grpo' group mean, 'rloo' mean of the other G - 1, 'reinforce' 0, the batch mean, or 'ppo' a learned critic"""
+    gae_lambda: float = 0.95
+    """with advantage_estimator 'ppo': GAE's lambda (gamma is 1); 1 gives A_t = r - V_t, 0 one-step differences"""
+    cliprange_value: float = 0.2
+    """with 'ppo': the critic's value is clipped to this distance from its value at sampling, as PPO's value loss"""
     scale_rewards: str = "group"
     """divide advantages by the reward std of the 'group' (DeepSeekMath) or the 'batch', or 'none' (Dr. GRPO)"""
     loss_type: str = "grpo"
@@ -103,6 +107,18 @@ class Config:
     reward_memory_mb: int = 4096
     """address-space limit of the process that runs reward code, in MiB (0: no limit)"""
 
+    # held-out evaluation
+    eval_steps: int = 0
+    """evaluate on the task's held-out prompts every N steps and at the last step (0: never)"""
+    eval_split: float = 0.0
+    """for a task without an eval file: the fraction of its prompts held out of training for evaluation"""
+    eval_max_prompts: int = 32
+    """held-out prompts an evaluation uses (the first N)"""
+    eval_num_generations: int = 4
+    """k: completions sampled per held-out prompt for the mean reward and pass@k"""
+    eval_success_reward: float = 1.0
+    """a completion counts as correct (greedy accuracy, pass@k) when its reward is at least this"""
+
     # run
     steps: int = 60
     """optimizer steps to train for (a resumed run continues up to this step)"""
@@ -125,6 +141,15 @@ class Config:
             _at_least(self, name, 1)
         _at_least(self, "warmup_steps", 0)
         _at_least(self, "dynamic_sampling_max_rounds", 0)
+        _at_least(self, "eval_steps", 0)
+        _at_least(self, "eval_max_prompts", 1)
+        _at_least(self, "eval_num_generations", 1)
+        if not 0 <= self.eval_split < 1:
+            raise ConfigError(f"eval_split must be in [0, 1), got {self.eval_split}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ConfigError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if not self.cliprange_value > 0:
+            raise ConfigError(f"cliprange_value must be greater than 0, got {self.cliprange_value}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         for name in ("temperature", "learning_rate", "lora_alpha"):

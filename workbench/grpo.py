@@ -51,7 +51,7 @@ def reward_tensor(rewards: list[float | None]) -> Tensor:
     return torch.tensor([float("nan") if r is None else float(r) for r in rewards], dtype=torch.float32)
 
 
-ESTIMATORS = ("grpo", "rloo", "reinforce", "reinforce_batch_mean")
+ESTIMATORS = ("grpo", "rloo", "reinforce", "reinforce_batch_mean", "ppo")
 GROUP_BASELINES = ("grpo", "rloo")  # the estimators whose baseline is the group's own: 'group' scaling fits them
 
 

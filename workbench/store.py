@@ -32,7 +32,7 @@ from workbench.events import Group
 if TYPE_CHECKING:  # readers get DataFrames; the trainer's process never imports pandas (~50 MiB)
     import pandas as pd
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STORE_FILE = "store.duckdb"
 
 SCHEMA = """
@@ -40,25 +40,30 @@ CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, created_at TIMESTAMP, task VARCHAR, model VARCHAR,
     config JSON, status VARCHAR, task_path VARCHAR, reward_source VARCHAR, host VARCHAR, pid INTEGER,
-    error VARCHAR);
+    error VARCHAR, sweep_id VARCHAR, grid JSON, peak_memory_mib DOUBLE, steps_per_second DOUBLE);
 CREATE TABLE IF NOT EXISTS steps (
     run_id VARCHAR, step INTEGER, reward_mean DOUBLE, reward_std DOUBLE, frac_zero_std DOUBLE,
     kl DOUBLE, loss DOUBLE, clip_frac DOUBLE, ratio_mean DOUBLE, grad_norm DOUBLE,
     completion_tokens_mean DOUBLE, truncated_frac DOUBLE, seconds DOUBLE, seconds_sample DOUBLE,
     seconds_score DOUBLE, seconds_update DOUBLE, reward_function_means JSON, created_at TIMESTAMP,
     learning_rate DOUBLE, unscored_frac DOUBLE, sampling_logp_diff_mean DOUBLE, sampling_logp_diff_max DOUBLE,
-    entropy DOUBLE, sampling_rounds INTEGER, PRIMARY KEY (run_id, step));
+    entropy DOUBLE, sampling_rounds INTEGER, value_loss DOUBLE, explained_variance DOUBLE,
+    PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS rollouts (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, prompt VARCHAR,
     completion VARCHAR, reward DOUBLE, advantage DOUBLE, num_tokens INTEGER, truncated BOOLEAN,
     reward_version VARCHAR, completion_ids INTEGER[], extra_columns JSON, dropped BOOLEAN);
 CREATE TABLE IF NOT EXISTS reward_values (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, name VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS evals (
+    run_id VARCHAR, step INTEGER, num_prompts INTEGER, num_generations INTEGER, reward_mean DOUBLE,
+    greedy_reward_mean DOUBLE, greedy_accuracy DOUBLE, pass_at_1 DOUBLE, pass_at_k DOUBLE, seconds DOUBLE,
+    created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS reward_logs (run_id VARCHAR, step INTEGER, name VARCHAR, output VARCHAR);
 CREATE TABLE IF NOT EXISTS reward_versions (
     version VARCHAR PRIMARY KEY, filename VARCHAR, source VARCHAR, created_at TIMESTAMP);
 """
-STEP_TABLES = ("steps", "rollouts", "reward_values", "reward_logs")
+STEP_TABLES = ("steps", "rollouts", "reward_values", "reward_logs", "evals")
 # Migrations from version v to v + 1, applied in order to an older store when it is opened.
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -81,6 +86,14 @@ MIGRATIONS: dict[int, str] = {
         WHERE config->>'scale_rewards' = 'true';
     UPDATE runs SET config = json_merge_patch(config, '{"scale_rewards": "none"}')
         WHERE config->>'scale_rewards' = 'false';
+    """,
+    4: """
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS sweep_id VARCHAR;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS grid JSON;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS peak_memory_mib DOUBLE;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS steps_per_second DOUBLE;
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS value_loss DOUBLE;
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS explained_variance DOUBLE;
     """,
 }
 # One DuckDB thread for the step writer: it shares the cores with torch, whose threads spin.
