@@ -167,3 +167,33 @@ def test_the_whole_flow_from_upload_to_query_runs_and_reload(page, tmp_path):
     page.get_by_role("tab", name="Train").click()
     wait_text(page, "#run-status", "run ")
     assert "stopped" in page.inner_text("#run-status")  # the run lives in the server, not the page
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    """Pick a value from a form dropdown, as a user does: open it, click the option."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=value, exact=True).click()
+    page.wait_for_function(
+        "([s, v]) => document.querySelector(s)?.value === v", arg=[f"#{elem_id} input", value], timeout=5_000
+    )
+
+
+def test_the_estimator_and_its_knobs_from_the_form(page, tmp_path):
+    """PPO's critic chosen in the form: refused with group scaling (the message names both fields), then
+    trained with none, and its group explained by the critic's values."""
+    page.get_by_role("tab", name="Train").click()
+    for elem_id, value in [("steps", 3), ("group_size", 4), ("prompts_per_step", 2), ("max_new_tokens", 6)]:
+        fill_stable(page, f"#{elem_id} input", str(value))
+    page.get_by_text("All settings").click()
+    choose(page, "advantage_estimator", "ppo")
+    fill_stable(page, "#gae_lambda input", "0.9")
+    page.click("#start-button")
+    wait_text(page, "#train-message", "scale_rewards")
+    assert "'ppo'" in page.inner_text("#train-message")
+    choose(page, "scale_rewards", "none")
+    page.click("#start-button")
+    wait_text(page, "#train-message", "Started with reward version")
+    wait_text(page, "#run-status", "finished", timeout=90_000)
+    wait_text(page, "#advantage-explanation", "critic")
+    assert "GAE with lambda 0.9" in page.inner_text("#advantage-explanation")
+    page.screenshot(path=str(tmp_path / "ppo.png"), full_page=True)

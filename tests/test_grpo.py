@@ -240,3 +240,64 @@ def test_entropy_by_hand():
     assert grpo.entropy(logits, 1.0)[0].item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
     assert grpo.entropy(torch.zeros(4), 1.0).item() == pytest.approx(math.log(4))
     assert grpo.entropy(logits, 1e6)[0].item() == pytest.approx(math.log(2), abs=1e-5)  # a high temperature flattens
+
+
+def test_gae_on_a_three_token_sequence_by_hand():
+    """gamma 1, lambda 0.9, reward 1 on the last token, V = (0.5, 0.2, 0.6):
+    delta = (0.2 - 0.5, 0.6 - 0.2, 1 - 0.6) = (-0.3, 0.4, 0.4); A_2 = 0.4, A_1 = 0.4 + 0.9 x 0.4 = 0.76,
+    A_0 = -0.3 + 0.9 x 0.76 = 0.384; R = A + V = (0.884, 0.96, 1.0).
+    Row 2: two tokens then padding (its value 9 is ignored), reward 0, V = (0.3, -0.1):
+    A_1 = 0 - (-0.1) = 0.1, A_0 = -0.1 - 0.3 + 0.9 x 0.1 = -0.31. Row 3: unscored (NaN): all 0."""
+    rewards = torch.tensor([1.0, 0.0, float("nan")])
+    values = torch.tensor([[0.5, 0.2, 0.6], [0.3, -0.1, 9.0], [0.4, 0.4, 0.4]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1]])
+    advantages, returns = grpo.gae(rewards, values, mask, lam=0.9)
+    torch.testing.assert_close(advantages, torch.tensor([[0.384, 0.76, 0.4], [-0.31, 0.1, 0.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.884, 0.96, 1.0], [-0.01, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    one, _ = grpo.gae(rewards[:1], values[:1], mask[:1], lam=1.0)  # lambda 1: A_t = r - V_t
+    torch.testing.assert_close(one, torch.tensor([[0.5, 0.8, 0.4]]))
+
+
+def test_gae_matches_trls_ppo_loop():
+    """TRL's PPOTrainer.train GAE lines (trl.experimental.ppo, no longer in TRL 1.16): values zeroed on
+    padding, the score on the last token."""
+    torch.manual_seed(0)
+    B, T, gamma, lam = 5, 7, 1.0, 0.95
+    lengths = torch.tensor([7, 3, 1, 5, 6])
+    mask = (torch.arange(T) < lengths.unsqueeze(1)).long()
+    values, scores = torch.randn(B, T), torch.randn(B)
+    rewards = torch.zeros(B, T)
+    rewards[torch.arange(B), lengths - 1] = scores
+    values = torch.masked_fill(values, mask == 0, 0)
+    lastgaelam, advantages_reversed = 0, []
+    for t in reversed(range(T)):
+        nextvalues = values[:, t + 1] if t < T - 1 else 0.0
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]
+        lastgaelam = delta + gamma * lam * lastgaelam
+        advantages_reversed.append(lastgaelam)
+    trl_advantages = torch.stack(advantages_reversed[::-1], axis=1)
+    trl_returns = trl_advantages + values
+    ours, returns = grpo.gae(scores, values, mask, lam)
+    torch.testing.assert_close(ours, trl_advantages * mask)  # TRL masks them later, in its losses
+    torch.testing.assert_close(returns, trl_returns * mask)
+
+
+def test_clipped_value_loss_by_hand_and_as_trl():
+    """Token 1: V 1.0, V_old 0.5, R 2.0, clip 0.2: clipped V 0.7, max((1 - 2)^2, (0.7 - 2)^2) = 1.69.
+    Token 2: V 0.55 inside the clip: (0.55 - 0.6)^2 = 0.0025. Token 3 masked. 0.5 x (1.69 + 0.0025) / 2."""
+    values, old = torch.tensor([[1.0, 0.55, 5.0]]), torch.tensor([[0.5, 0.5, 0.0]])
+    returns, mask = torch.tensor([[2.0, 0.6, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    loss = grpo.value_loss(values, old, returns, mask, cliprange_value=0.2, batch_tokens=2)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.0025) / 2)
+    # TRL's PPOTrainer.train (trl.experimental.ppo; TRL 1.16 no longer ships it), its masked_mean written out
+    vpredclipped = torch.clamp(values, old - 0.2, old + 0.2)
+    vf_loss_max = torch.max(torch.square(values - returns), torch.square(vpredclipped - returns))
+    assert loss.item() == pytest.approx(0.5 * ((vf_loss_max * mask).sum() / mask.sum()).item())
+
+
+def test_per_token_advantages_enter_the_surrogate_token_by_token():
+    advantages = torch.tensor([[1.0, -2.0]])
+    surrogate, _ = grpo.clipped_surrogate(torch.zeros(1, 2), torch.zeros(1, 2), advantages, 0.2)
+    assert surrogate.tolist() == [[1.0, -2.0]]  # ratio 1: the surrogate is each token's own advantage
+    assert grpo.explained_variance(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert grpo.explained_variance(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 3.0])) == 0.0

@@ -25,6 +25,7 @@ def test_every_notebook_is_here():
         "02_quickstart.ipynb",
         "03_rollout_analysis.ipynb",
         "04_reward_prototyping.ipynb",
+        "05_grpo_vs_ppo.ipynb",
     }
     assert expected <= names, f"missing from {NOTEBOOK_DIR}: {sorted(expected - names)}"
 

@@ -8,7 +8,7 @@ import pytest
 
 from workbench.scoring import Scorer
 from workbench.tasks import SAMPLE_TASKS, load_task, sample_task_names
-from workbench.tiny_corpus import TASKS
+from workbench.tiny_corpus import TASKS, WIDER
 
 # task -> (row, [(completion, {reward function: value})])
 CASES = {
@@ -126,3 +126,26 @@ def test_the_warm_start_completions_get_the_best_reward(name):
         scores = scorer.score(rows, [completion for _, completion, _ in examples])
     best = 0.0 if name == "length_target" else float(len(scores.values))
     assert scores.rewards == [best] * 20
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_sample_task_holds_out_prompts_it_never_trains_on(name):
+    task = load_task(name)
+    assert len(task.rows) >= 200 and 50 <= len(task.eval_rows) <= 100
+    held_out = {str(row["prompt"]) for row in task.eval_rows}
+    assert len(held_out) == len(task.eval_rows)
+    assert not held_out & {str(row["prompt"]) for row in task.rows}
+    datasets = pytest.importorskip("datasets")  # TRL's eval_dataset reads it too
+    dataset = datasets.load_dataset("json", data_files=str(SAMPLE_TASKS / name / "eval.jsonl"), split="train")
+    assert len(dataset) == len(task.eval_rows)
+
+
+@pytest.mark.parametrize("name", sorted(WIDER))
+def test_the_wider_sets_best_completions_get_the_best_reward(name):
+    """The prompts files of coding, length_target and format_following come from wider sets than the warm start."""
+    examples = WIDER[name]()
+    rows = [{"prompt": prompt, **columns} for prompt, _, columns in examples]
+    with Scorer(load_task(name).rewards, list(examples[0][2])) as scorer:
+        scores = scorer.score(rows, [completion for _, completion, _ in examples])
+    best = 0.0 if name == "length_target" else float(len(scores.values))
+    assert scores.rewards == [best] * len(examples)

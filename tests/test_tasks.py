@@ -78,3 +78,62 @@ def test_batches_cover_each_prompt_once_per_epoch_and_depend_only_on_seed_and_st
     assert sorted(epoch) == sorted(row["prompt"] for row in task.rows)
     assert task.batch(7, 8, seed=3) == task.batch(7, 8, seed=3)
     assert task.batch(7, 8, seed=3) != task.batch(7, 8, seed=4)
+
+
+def _task_folder(folder, prompts: int, eval_text: str | None = None, eval_name: str = "eval.jsonl"):
+    folder.mkdir(exist_ok=True)
+    rows = [{"prompt": f"{k}+1=", "answer": str(k + 1)} for k in range(prompts)]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "reward.py").write_text("def correct(completions, answer, **kwargs):\n    return [0.0] * len(answer)\n")
+    if eval_text is not None:
+        (folder / eval_name).write_text(eval_text)
+    return folder
+
+
+@pytest.mark.parametrize("eval_name", ["eval.jsonl", "eval.csv", "eval.txt"])
+def test_an_eval_file_holds_the_held_out_prompts(tmp_path, eval_name):
+    text = {
+        "eval.jsonl": '{"prompt": "7+7=", "answer": "14"}\n',
+        "eval.csv": "prompt,answer\n7+7=,14\n",
+        "eval.txt": "7+7=\n",
+    }[eval_name]
+    if eval_name == "eval.txt":  # a plain-text eval file has no answer column: the prompts must have none either
+        (tmp_path / "prompts.txt").write_text("1+1=\n2+2=\n")
+        (tmp_path / "reward.py").write_text("def r(completions, **kwargs):\n    return [0.0] * len(completions)\n")
+        (tmp_path / eval_name).write_text(text)
+    else:
+        _task_folder(tmp_path, 4, text, eval_name)
+    task = load_task(tmp_path)
+    assert [row["prompt"] for row in task.eval_rows] == ["7+7="]
+    assert task.split(0.5) is task  # an eval file is the held-out set: nothing more is held out
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"prompt": "7+7=", "answer": "14"}\n{"prompt": \n', ["eval.jsonl", "line 2", "not valid JSON"]),
+        ('{"prompt": "7+7=", "answer": "14"}\n{"answer": "1"}\n', ["eval.jsonl", "line 2", "no 'prompt' field"]),
+        ('{"prompt": "7+7="}\n', ["eval.jsonl", "columns", "answer"]),
+    ],
+)
+def test_a_bad_eval_file_is_named_with_its_line_and_problem(tmp_path, text, words):
+    _task_folder(tmp_path, 4, text)
+    with pytest.raises(TaskError) as error:
+        load_task(tmp_path)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_the_split_holds_out_a_fixed_fraction_that_training_never_sees(tmp_path):
+    task = load_task(_task_folder(tmp_path, 40))
+    split = task.split(0.25)
+    assert len(split.eval_rows) == 10 and len(split.rows) == 30
+    held_out = {row["prompt"] for row in split.eval_rows}
+    trained = {row["prompt"] for row in split.rows}
+    assert not held_out & trained and held_out | trained == {row["prompt"] for row in task.rows}
+    assert split.eval_rows == task.split(0.25).eval_rows  # fixed: the same for every run, whatever its seed
+    batches = {row["prompt"] for seed in (0, 1) for step in range(1, 20) for row in split.batch(step, 8, seed)}
+    assert batches == trained
+    assert task.split(0.0) is task
+    with pytest.raises(TaskError, match="holds out all"):
+        load_task(_task_folder(tmp_path / "one", 1)).split(0.5)

@@ -2,6 +2,7 @@
 
     <workspace>/runs/<run_id>/checkpoint/adapter_model.safetensors, adapter_config.json
                                          trainer_state.pt   (step, optimizer, RNG)
+                                         critic/            (ppo: the critic's adapter, value head, optimizer)
 
 `PeftModel.from_pretrained(base_model, checkpoint_folder)` loads the adapter anywhere.
 """
@@ -11,10 +12,16 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.policy import Policy
+
+if TYPE_CHECKING:
+    from workbench.critic import Critic
+
+CRITIC_FOLDER = "critic"
 
 
 def run_folder(workspace: str | Path, run_id: str) -> Path:
@@ -46,11 +53,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(folder: Path, policy: Policy, optimizer: torch.optim.Optimizer, step: int, rng: dict) -> None:
+def save_checkpoint(
+    folder: Path, policy: Policy, optimizer: torch.optim.Optimizer, step: int, rng: dict, critic: Critic | None = None
+) -> None:
     """Write to a staging folder, then swap it in: a crash never leaves half a checkpoint."""
     staging = folder.with_name(folder.name + ".saving")
     shutil.rmtree(staging, ignore_errors=True)
     policy.model.save_pretrained(staging)
+    if critic is not None:
+        critic.save(staging / CRITIC_FOLDER)
     state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng}
     torch.save(state, staging / "trainer_state.pt")
     previous = folder.with_name(folder.name + ".previous")
@@ -61,8 +72,10 @@ def save_checkpoint(folder: Path, policy: Policy, optimizer: torch.optim.Optimiz
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def load_checkpoint(folder: Path, policy: Policy, optimizer: torch.optim.Optimizer) -> TrainerState:
-    """Restore the adapter and optimizer in place; the caller restores the RNG when it resumes."""
+def load_checkpoint(
+    folder: Path, policy: Policy, optimizer: torch.optim.Optimizer, critic: Critic | None = None
+) -> TrainerState:
+    """Restore the adapter and optimizer (and a critic) in place; the caller restores the RNG when it resumes."""
     if not (folder / "trainer_state.pt").exists():
         previous = folder.with_name(folder.name + ".previous")  # a crash during the swap
         if not (previous / "trainer_state.pt").exists():
@@ -71,5 +84,7 @@ def load_checkpoint(folder: Path, policy: Policy, optimizer: torch.optim.Optimiz
     policy.load_adapter(folder)
     state = torch.load(folder / "trainer_state.pt", map_location=policy.device, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
+    if critic is not None:
+        critic.load(folder / CRITIC_FOLDER)
     rng = {name: value.cpu() for name, value in state["rng"].items()}
     return TrainerState(state["step"], state["optimizer"], rng)

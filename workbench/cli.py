@@ -1,4 +1,4 @@
-"""`python -m workbench train | validate | dry-run | rescore | query`: the engine headless.
+"""`python -m workbench train | sweep | validate | dry-run | rescore | query`: the engine headless.
 
 Every config field is a flag.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import Config, ConfigError, field_docs
 from workbench.dryrun import dry_run
-from workbench.events import GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
+from workbench.events import Evaluated, GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
 from workbench.hub import ModelLoadError
 from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
 from workbench.rescoring import rescore
@@ -50,9 +51,30 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--task", help=f"a sample task ({', '.join(sample_task_names())}) or a task folder")
     train_parser.add_argument("--workspace", default="runs", help="folder of the store and checkpoints")
     train_parser.add_argument("--resume", metavar="RUN_ID", help="continue a stopped, paused or failed run")
+    train_parser.add_argument("--sweep-id", help=argparse.SUPPRESS)  # set by `sweep` for each of its runs
+    train_parser.add_argument("--sweep-grid", type=json.loads, help=argparse.SUPPRESS)  # the run's grid values
     _add_reward_flag(train_parser)
     _add_config_flags(train_parser)
     train_parser.set_defaults(command=run_train)
+
+    sweep_parser = commands.add_parser(
+        "sweep", help="train every combination of a grid of config values, for each seed, one process per run"
+    )
+    sweep_parser.add_argument("--task", required=True, help="a sample task or a task folder")
+    sweep_parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="config values to sweep, e.g. --grid group_size=2,4,8 --grid beta=0,0.04 (repeat for more fields)",
+    )
+    sweep_parser.add_argument("--seeds", default="0", help="seeds of every grid point, e.g. 0,1,2 [0]")
+    sweep_parser.add_argument("--parallel", type=int, default=1, metavar="K", help="runs training at once [1]")
+    sweep_parser.add_argument("--workspace", default="runs", help="folder of the store and checkpoints")
+    sweep_parser.add_argument("--sweep-id", help="name of the sweep (default: made from the task and the time)")
+    _add_reward_flag(sweep_parser)
+    _add_config_flags(sweep_parser)
+    sweep_parser.set_defaults(command=run_sweep)
 
     validate_parser = commands.add_parser("validate", help="check a task's reward functions before training")
     validate_parser.add_argument("--task", required=True, help="a sample task or a task folder (its prompts)")
@@ -129,7 +151,12 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Conf
 
 def command_line(config: Config, task: str, workspace: str, reward_file: str | None = None) -> str:
     """The `python -m workbench train` command that trains `config` (its non-default fields as flags)."""
-    words = ["python", "-m", "workbench", "train", "--task", task, "--workspace", workspace]
+    return shlex.join(["python", "-m", "workbench", "train", *train_arguments(config, task, workspace, reward_file)])
+
+
+def train_arguments(config: Config, task: str, workspace: str, reward_file: str | None = None) -> list[str]:
+    """The arguments of `python -m workbench train` that train `config`: its non-default fields as flags."""
+    words = ["--task", task, "--workspace", workspace]
     if reward_file:
         words += ["--reward", reward_file]
     for name, value in config.changed().items():
@@ -142,7 +169,7 @@ def command_line(config: Config, task: str, workspace: str, reward_file: str | N
             words += [flag, *(f"{k}={w}" for k, w in value.items())]
         else:
             words += [flag, str(value)]
-    return shlex.join(words)
+    return words
 
 
 def python_code(config: Config, task: str, workspace: str, reward_file: str | None = None) -> str:
@@ -190,8 +217,29 @@ def run_train(args: argparse.Namespace) -> int:
         task = _task(args, args.task)
     stop = threading.Event()
     _stop_on_first_ctrl_c(stop)
-    events = train(config, task, args.workspace, resume=args.resume, stop=stop)
+    sweep = dict(sweep_id=args.sweep_id, grid=args.sweep_grid)
+    events = train(config, task, args.workspace, resume=args.resume, stop=stop, **sweep)
     return _follow(events, config, args.workspace)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from workbench.sweep import parse_grid, parse_seeds, run_sweep  # pandas loads only for a sweep
+
+    grid, seeds, config = parse_grid(args.grid), parse_seeds(args.seeds), config_from_args(args)
+    task = _task(args, args.task)  # a bad task or reward fails here, not once per run
+    validate_rewards(task.rewards, task.rows, config)
+    failed = run_sweep(config, args.task, grid, seeds, args.workspace, args.parallel, args.reward, args.sweep_id)
+    return 1 if failed else 0
+
+
+def _evaluated_line(event: Evaluated) -> str:
+    m = event.metrics
+    reward = "-" if m["reward_mean"] is None else f"{m['reward_mean']:.3f}"
+    return (
+        f"step {event.step} held-out ({m['num_prompts']} prompts): reward {reward}, "
+        f"greedy accuracy {m['greedy_accuracy']:.0%}, pass@1 {m['pass_at_1']:.0%}, "
+        f"pass@{m['num_generations']} {m['pass_at_k']:.0%}"
+    )
 
 
 def _follow(events, config: Config, workspace: str) -> int:
@@ -212,6 +260,8 @@ def _follow(events, config: Config, workspace: str) -> int:
                     file=sys.stderr,
                 )
             bar.update(1)
+        elif isinstance(event, Evaluated):
+            bar.write(_evaluated_line(event), file=sys.stderr)
         elif isinstance(event, RunFinished):
             bar.close()
             print(

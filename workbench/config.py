@@ -75,7 +75,7 @@ class Config:
     num_iterations: int = 1
     """inner updates per sampled batch (mu in the paper); pi_old is the sampling policy"""
     advantage_estimator: str = "grpo"
-    """baseline of A = r - b: 'grpo' group mean, 'rloo' mean of the other G - 1, 'reinforce' 0, the batch mean, or 'ppo' a learned critic"""
+    """b in A = r - b: 'grpo' group mean, 'rloo' mean of the other G - 1, 'reinforce' 0 or batch mean, 'ppo' a critic"""
     gae_lambda: float = 0.95
     """with advantage_estimator 'ppo': GAE's lambda (gamma is 1); 1 gives A_t = r - V_t, 0 one-step differences"""
     cliprange_value: float = 0.2
@@ -109,15 +109,15 @@ class Config:
 
     # held-out evaluation
     eval_steps: int = 0
-    """evaluate on the task's held-out prompts every N steps and at the last step (0: never)"""
+    """evaluate on the task's held-out prompts before the first step, every N steps and at the last (0: never)"""
     eval_split: float = 0.0
     """for a task without an eval file: the fraction of its prompts held out of training for evaluation"""
     eval_max_prompts: int = 32
-    """held-out prompts an evaluation uses (the first N)"""
+    """held-out prompts an evaluation uses (the first N of the eval file or split)"""
     eval_num_generations: int = 4
     """k: completions sampled per held-out prompt for the mean reward and pass@k"""
     eval_success_reward: float = 1.0
-    """a completion counts as correct (greedy accuracy, pass@k) when its reward is at least this"""
+    """a completion counts as correct (greedy accuracy, pass@k) when its reward is at least this (the task's best)"""
 
     # run
     steps: int = 60

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
 
 from workbench import grpo
 from workbench.config import Config
@@ -20,7 +21,7 @@ from workbench.events import Group
 from workbench.policy import Policy, load_policy
 from workbench.scoring import RewardSource, Scorer
 from workbench.tasks import Task
-from workbench.trainer import make_groups, sample, score
+from workbench.trainer import Round, make_groups, round_advantages, sample, score
 
 NO_SIGNAL_WARNING = 0.5  # warn when at least this fraction of groups has all-equal rewards
 
@@ -117,9 +118,9 @@ def dry_run(
         started = time.perf_counter()
         rollouts = sample(policy, rows, config)
         scores = score(scorer, rows, rollouts, config, step=1)
-    advantages = grpo.group_advantages(
-        grpo.reward_tensor(scores.rewards), config.group_size, config.scale_rewards, config.advantage_estimator
-    )
+    one = Round(rows, rollouts, scores, grpo.reward_tensor(scores.rewards), 0.0, 0.0)
+    everything = torch.ones(len(rows), dtype=torch.bool)
+    advantages = round_advantages([one], [everything], config)[0]  # ppo: a critic at its start, V = 0
     groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
     return DryRun(groups, time.perf_counter() - started)
 

@@ -47,6 +47,15 @@ class StepFinished:
 
 
 @dataclass(frozen=True)
+class Evaluated:
+    """A held-out evaluation after a step (step 0: before training); see workbench.evaluation."""
+
+    run_id: str
+    step: int
+    metrics: dict[str, float | None]  # column names of the store's `evals` table
+
+
+@dataclass(frozen=True)
 class RunFinished:
     run_id: str
     step: int  # the last step trained
@@ -99,4 +108,4 @@ class RunPaused:
     failure: RewardFailure
 
 
-Event = RunStarted | GroupsScored | StepFinished | RunFinished | RunFailed | RunPaused
+Event = RunStarted | GroupsScored | StepFinished | Evaluated | RunFinished | RunFailed | RunPaused

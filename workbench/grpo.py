@@ -16,10 +16,19 @@ Implementation choices, where the literature disagrees:
    - rloo: the mean of the other G - 1, b_i = (sum_j r_j - r_i) / (G - 1) (Ahmadian et al. 2024:
      REINFORCE leave-one-out, which TRL's RLOOTrainer uses); it equals G / (G - 1) x grpo's;
    - reinforce: none, b_i = 0 (Williams 1992): every reward pushes its completion up;
-   - reinforce_batch_mean: the mean reward of the whole batch, b_i = mean(r_1..r_B).
+   - reinforce_batch_mean: the mean reward of the whole batch, b_i = mean(r_1..r_B);
+   - ppo: a learned critic V (PPO, Schulman et al. 2017, as InstructGPT and TRL's PPOTrainer used it):
+     per-token advantages by GAE (Schulman et al. 2016) with gamma = 1 and the reward r_i on the
+     completion's last token (the KL stays in the loss, as for the others):
+         delta_t = [t = |o_i| - 1] r_i + V_t+1 - V_t        (V past the last token is 0)
+         A_t     = delta_t + lambda A_t+1,   returns R_t = A_t + V_t
+     lambda = 1 gives A_t = r_i - V_t: the critic's value of each prefix is the baseline. The critic
+     learns R_t with PPO's clipped value loss (see `value_loss`).
 2. The scale s, `scale_rewards` (TRL's names): 'group' divides by the group's reward std + 1e-4,
    the std with Bessel's correction (torch's default, as TRL); 'batch' by the whole batch's std +
    1e-4; 'none' by 1 (Dr. GRPO's choice). A group's std only fits a group's baseline (grpo, rloo).
+   For ppo, 'batch' divides the per-token advantages by their std over the batch's tokens (TRL's
+   PPOTrainer whitens them: it also subtracts their mean).
 3. A group whose rewards are all equal gets A = 0 for every completion with a group baseline: no
    learning signal. A completion that no reward function scored (reward NaN) is left out of every
    mean and std and gets A = 0 (TRL 1.16); a step with no scored completion trains nothing.
@@ -86,6 +95,47 @@ def baseline(r: Tensor, estimator: str) -> Tensor:
     raise ValueError(f"unknown advantage estimator {estimator!r}")
 
 
+def gae(rewards: Tensor, values: Tensor, completion_mask: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """Per-token advantages A_t and returns R_t = A_t + V_t by GAE, gamma 1, the reward on the last token.
+
+    (B,) rewards, NaN where unscored (A = R = 0 there); (B, T) values V_t of the prefix before token t;
+    (B, T) completion_mask, 1 on each completion's tokens (right-padded).  -> (B, T), (B, T)
+    """
+    mask = completion_mask.float()
+    values = values * mask  # V past the last token is 0
+    B, T = values.shape
+    last = (mask.sum(dim=1).long() - 1).clamp(min=0)  # (B,) each completion's last token
+    token_rewards = torch.zeros_like(values)
+    token_rewards[torch.arange(B), last] = rewards.nan_to_num(0.0)
+    advantages = torch.zeros_like(values)
+    following = torch.zeros(B, dtype=values.dtype, device=values.device)  # A_t+1
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(following)
+        following = token_rewards[:, t] + next_value - values[:, t] + lam * following
+        advantages[:, t] = following
+    scored = ~rewards.isnan().unsqueeze(1)  # (B, 1)
+    advantages = advantages * mask * scored
+    return advantages, (advantages + values) * scored
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, cliprange_value: float, batch_tokens: int
+) -> Tensor:
+    """PPO's clipped value loss, 0.5 max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2), summed over
+    the (micro-)batch's masked tokens and divided by the whole batch's `batch_tokens` (a token mean, as
+    TRL's PPOTrainer).  (B, T) x 4 -> scalar"""
+    clipped_values = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    per_token = 0.5 * torch.max((values - returns).pow(2), (clipped_values - returns).pow(2))
+    return (per_token * mask).sum() / max(batch_tokens, 1)
+
+
+def explained_variance(values: Tensor, returns: Tensor) -> float | None:
+    """1 - Var(R - V) / Var(R) over tokens: 1 for a perfect critic, 0 or less for one no better than a constant."""
+    if returns.numel() < 2 or returns.var() == 0:
+        return None
+    return (1 - (returns - values).var() / returns.var()).item()
+
+
 def group_std(r: Tensor) -> Tensor:
     """Each group's std over its scored (non-NaN) rewards, with Bessel's correction.  (P, G) -> (P, 1)
 
@@ -136,10 +186,10 @@ def clipped_surrogate(
     """min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A) per token, and where the clip was active.
 
     eps_low = clip_epsilon; eps_high = epsilon_high, or clip_epsilon when it is 0.
-    (B, T), (B, T), (B,) -> (B, T) surrogate, (B, T) bool clipped
+    (B, T), (B, T), (B,) or (B, T) per-token advantages -> (B, T) surrogate, (B, T) bool clipped
     """
     ratio = torch.exp(log_probs - old_log_probs)  # (B, T)
-    a = advantages.unsqueeze(1)  # (B, 1)
+    a = advantages if advantages.dim() == 2 else advantages.unsqueeze(1)  # per token (ppo), or (B, 1)
     unclipped = ratio * a
     clipped = torch.clamp(ratio, 1 - clip_epsilon, 1 + (epsilon_high or clip_epsilon)) * a
     return torch.min(unclipped, clipped), clipped < unclipped

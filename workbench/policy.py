@@ -77,10 +77,10 @@ class Policy:
         prompt_ids, prompt_mask (B, Lp) left-padded; completion_ids, completion_mask (B, T).
         """
         with self.autocast():
-            hidden = self._completion_hidden(prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
+            hidden = self.completion_hidden(prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
             return self._token_log_probs(hidden, completion_ids, completion_mask, temperature)
 
-    def _completion_hidden(self, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size) -> Tensor:
+    def completion_hidden(self, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size) -> Tensor:
         """The decoder's last hidden state at the positions that predict o_0 .. o_T-1.  (B, T, H)"""
         decoder = self.model.get_base_model().get_decoder()
         group_mask = prompt_mask[::group_size]  # (B / G, Lp)

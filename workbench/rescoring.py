@@ -2,7 +2,8 @@
 
 Each stored step is scored again in the reward worker, exactly as the trainer called the reward
 (the same completions, token ids, dataset columns and `trainer_state`), and its advantages are
-recomputed with the run's own group size, `advantage_estimator` and `scale_rewards`. The store is not changed.
+recomputed with the run's own group size, `advantage_estimator` and `scale_rewards` (NaN for a ppo run: the
+critic's values at each step are not stored). The store is not changed.
 """
 
 from __future__ import annotations
@@ -80,9 +81,13 @@ def _rescored_step(scorer: Scorer, config: Config, step: int, part: pd.DataFrame
     new_rewards = grpo.reward_tensor(scores.rewards)  # (B,), NaN where no function scored
     part = part.drop(columns=["completion_ids", "extra_columns"]).reset_index(drop=True)
     part["new_reward"] = scores.rewards
-    part["new_advantage"] = grpo.group_advantages(
-        new_rewards, config.group_size, config.scale_rewards, config.advantage_estimator
-    ).tolist()
+    part["new_advantage"] = (
+        [float("nan")] * len(part)  # the critic's values at that step are not stored
+        if config.advantage_estimator == "ppo"
+        else grpo.group_advantages(
+            new_rewards, config.group_size, config.scale_rewards, config.advantage_estimator
+        ).tolist()
+    )
     for name, values in scores.values.items():
         part[f"new_{name}"] = values
     return part

@@ -1,6 +1,6 @@
 """The rollout store: one DuckDB file per workspace holding every run, step and completion.
 
-Tables (the README documents every column): runs, steps, rollouts, reward_values; `meta` holds
+Tables (the README documents every column): runs, steps, rollouts, reward_values, evals; `meta` holds
 the schema version, and `migrate` brings an older store up to date when it is opened.
 
 How several processes share it. DuckDB lets one process hold a file open for writing, and while it
@@ -98,6 +98,7 @@ MIGRATIONS: dict[int, str] = {
 }
 # One DuckDB thread for the step writer: it shares the cores with torch, whose threads spin.
 WRITER = {"threads": 1}
+FINAL_STEPS = 5  # a sweep's final reward: the mean reward of a run's last this many steps
 COMMIT_SECONDS = 0.5  # the step writer commits a step at most this long after it arrives
 POLL_SECONDS = 0.05  # and looks this often for a connection that waits for the file
 _COMMIT, _CLOSE = "commit", "close"  # the step writer's orders, besides steps
@@ -170,11 +171,22 @@ class Store:
 
     # runs
 
-    def create_run(self, run_id: str, task: str, task_path: str, model: str, config: dict, reward_source: str) -> None:
+    def create_run(
+        self,
+        run_id: str,
+        task: str,
+        task_path: str,
+        model: str,
+        config: dict,
+        reward_source: str,
+        sweep_id: str | None = None,
+        grid: dict | None = None,
+    ) -> None:
+        """A new run, 'running'; a sweep's run names its sweep and its grid values."""
         with self.connect(read_only=False) as con:
             con.execute(
                 "INSERT INTO runs (run_id, created_at, task, model, config, status, task_path, reward_source, "
-                "host, pid) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                "host, pid, sweep_id, grid) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
                 [
                     run_id,
                     _now(),
@@ -185,6 +197,8 @@ class Store:
                     reward_source,
                     socket.gethostname(),
                     os.getpid(),
+                    sweep_id,
+                    None if grid is None else json.dumps(grid),
                 ],
             )
 
@@ -194,6 +208,14 @@ class Store:
             con.execute(
                 "UPDATE runs SET status = ?, error = ?, host = ?, pid = ? WHERE run_id = ?",
                 [status, error, socket.gethostname(), os.getpid(), run_id],
+            )
+
+    def set_run_stats(self, run_id: str, peak_memory_mib: float, steps_per_second: float | None) -> None:
+        """What a run cost, measured by its process as it ended (`hardware.peak_memory_mib`)."""
+        with self.connect(read_only=False) as con:
+            con.execute(
+                "UPDATE runs SET peak_memory_mib = ?, steps_per_second = ? WHERE run_id = ?",
+                [peak_memory_mib, steps_per_second, run_id],
             )
 
     def set_config(self, run_id: str, config: dict) -> None:
@@ -217,7 +239,8 @@ class Store:
         for rows in steps:
             for table, table_rows in rows.items():
                 tables.setdefault(table, []).extend(table_rows)
-        tables["steps"] = [{**row, "created_at": _now()} for row in tables.get("steps", [])]
+        for table in ("steps", "evals"):
+            tables[table] = [{**row, "created_at": _now()} for row in tables.get(table, [])]
         con.begin()
         for table, table_rows in tables.items():
             if not table_rows:
@@ -252,18 +275,64 @@ class Store:
         """Every run, newest first, with how far it got and its latest reward mean; configs as dicts."""
         frame = self.query(
             """SELECT r.run_id, r.created_at, r.task, r.model, r.status, s.last_step,
-                      (r.config->>'steps')::INTEGER AS steps, s.reward_mean, r.config, r.error
+                      (r.config->>'steps')::INTEGER AS steps, s.reward_mean, r.config, r.error,
+                      r.sweep_id, r.grid, r.peak_memory_mib, r.steps_per_second
                FROM runs r LEFT JOIN (
                    SELECT run_id, max(step) AS last_step, arg_max(reward_mean, step) AS reward_mean
                    FROM steps GROUP BY run_id) s USING (run_id)
                ORDER BY r.created_at DESC"""
         )
-        return frame.assign(config=frame.config.map(json.loads))
+        return frame.assign(config=frame.config.map(json.loads), grid=frame.grid.map(_json_or_none))
+
+    def sweeps(self) -> pd.DataFrame:
+        """Every sweep, newest first: its task, when its first run started, how many runs it has and finished."""
+        return self.query(
+            """SELECT sweep_id, any_value(task) AS task, min(created_at) AS created_at, count(*) AS runs,
+                      count(*) FILTER (status = 'finished') AS finished
+               FROM runs WHERE sweep_id IS NOT NULL GROUP BY sweep_id ORDER BY created_at DESC"""
+        )
+
+    def sweep(self, sweep_id: str) -> pd.DataFrame:
+        """A sweep's runs by grid point and seed, one row each: run_id, its grid values as columns, seed,
+        status, last_step, final_reward (the mean of reward_mean over its last FINAL_STEPS stored steps),
+        steps_per_second, peak_memory_mib, error, `grid` (a dict), and `point` (the grid values as one
+        label, the key of its band over seeds)."""
+        frame = self.query(
+            """SELECT r.run_id, (r.config->>'seed')::INTEGER AS seed, r.status, s.last_step, s.final_reward,
+                      r.steps_per_second, r.peak_memory_mib, r.error, r.grid
+               FROM runs r LEFT JOIN (
+                   SELECT run_id, max(step) AS last_step, avg(reward_mean) FILTER (from_last <= $2) AS final_reward
+                   FROM (SELECT run_id, step, reward_mean,
+                                row_number() OVER (PARTITION BY run_id ORDER BY step DESC) AS from_last FROM steps)
+                   GROUP BY run_id) s USING (run_id)
+               WHERE r.sweep_id = $1 ORDER BY r.created_at""",
+            [sweep_id, FINAL_STEPS],
+        )
+        grids = frame.grid.map(_json_or_none).map(lambda grid: grid or {})
+        names = list(dict.fromkeys(name for grid in grids for name in grid))
+        values = {name: grids.map(lambda grid, name=name: grid.get(name)) for name in names}
+        point = grids.map(lambda grid: " ".join(f"{name}={value}" for name, value in grid.items()) or "(no grid)")
+        frame = frame.assign(grid=grids, point=point)
+        for k, name in enumerate(names):
+            frame.insert(1 + k, name, values[name])
+        return frame.sort_values([*names, "seed"], ignore_index=True, kind="stable")
+
+    def sweep_steps(self, sweep_id: str) -> pd.DataFrame:
+        """The `steps` rows of every run of a sweep, by run and step."""
+        return self.query(
+            """SELECT s.* EXCLUDE (reward_function_means) FROM steps s JOIN runs r USING (run_id)
+               WHERE r.sweep_id = $1 ORDER BY s.run_id, s.step""",
+            [sweep_id],
+        )
 
     def steps(self, run_id: str) -> pd.DataFrame:
         """A run's `steps` rows in order, with `reward_function_means` as dicts."""
         frame = self.query("SELECT * FROM steps WHERE run_id = $1 ORDER BY step", [run_id])
         return frame.assign(reward_function_means=frame.reward_function_means.map(json.loads))
+
+    def evals(self, run_id: str) -> pd.DataFrame:
+        """A run's held-out evaluations (`evals` rows) in order of step."""
+        return self.query("SELECT * FROM evals WHERE run_id = $1 ORDER BY step", [run_id])
 
     def group(self, run_id: str, step: int, group_id: int) -> Group | None:
         """One stored group, as the trainer yielded it (a chat prompt comes back as its messages)."""
@@ -427,6 +496,10 @@ def stored_prompt(text: str) -> str | list[dict]:
         except json.JSONDecodeError:
             pass
     return text
+
+
+def _json_or_none(text: str | None):
+    return json.loads(text) if isinstance(text, str) else None  # a NULL reads as None or NaN
 
 
 def _now() -> datetime:

@@ -1,4 +1,5 @@
-"""Tasks: a folder with a prompts file and a `reward.py`; prompt sets in JSONL, CSV, Parquet or TXT."""
+"""Tasks: a folder with a prompts file, a `reward.py`, and maybe held-out prompts; prompt sets in JSONL, CSV,
+Parquet or TXT."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import dataclasses
 import functools
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.scoring import RewardSource, columns_of
 
 SAMPLE_TASKS = Path(__file__).resolve().parent / "sample_tasks"  # package data: installed with the package
 PROMPT_FILES = ("prompts.jsonl", "prompts.csv", "prompts.parquet", "prompts.txt")
+EVAL_FILES = tuple(name.replace("prompts", "eval") for name in PROMPT_FILES)  # held-out prompts, never trained on
 
 
 class TaskError(ValueError):
@@ -25,6 +27,7 @@ class Task:
     folder: str
     rows: list[dict]  # each has 'prompt' (str or chat messages) and any extra columns
     rewards: RewardSource
+    eval_rows: list[dict] = field(default_factory=list)  # held-out prompts: evaluated on, never trained on
 
     @property
     def columns(self) -> list[str]:
@@ -39,6 +42,24 @@ class Task:
     def with_rewards(self, rewards: RewardSource) -> Task:
         """The same prompts scored by another reward source (an edited file, the editor's text)."""
         return dataclasses.replace(self, rewards=rewards)
+
+    def split(self, eval_split: float) -> Task:
+        """The task with a fraction of its prompts held out for evaluation, when it has no eval file.
+
+        The split is fixed (seeded by a constant, not the run's seed), so runs of every seed evaluate
+        on the same prompts and never train on them. The held-out rows keep the shuffled order, so
+        an evaluation's first N prompts are a random sample of them.
+        """
+        if self.eval_rows or eval_split == 0:
+            return self
+        order = list(range(len(self.rows)))
+        random.Random("eval split").shuffle(order)
+        held_out = order[: max(1, round(eval_split * len(self.rows)))]
+        if len(held_out) == len(self.rows):
+            raise TaskError(f"task {self.name}: eval_split {eval_split} holds out all {len(self.rows)} prompts")
+        kept = set(range(len(self.rows))) - set(held_out)
+        rows = [row for i, row in enumerate(self.rows) if i in kept]
+        return dataclasses.replace(self, rows=rows, eval_rows=[self.rows[i] for i in held_out])
 
     def batch(self, step: int, prompts_per_step: int, seed: int, round: int = 0) -> list[dict]:
         """The P rows of a step: epochs of seeded shuffles, a pure function of (seed, step, round).
@@ -80,7 +101,22 @@ def load_task(name_or_path: str | Path) -> Task:
     if not reward_file.exists():
         raise TaskError(f"task folder {folder} has no reward.py")
     rows = load_prompts(prompt_files[0])
-    return Task(folder.name, str(folder.resolve()), rows, RewardSource.from_file(reward_file))
+    eval_rows = _load_eval(folder, columns_of(rows))
+    return Task(folder.name, str(folder.resolve()), rows, RewardSource.from_file(reward_file), eval_rows)
+
+
+def _load_eval(folder: Path, columns: list[str]) -> list[dict]:
+    """The folder's held-out prompts (an eval file), with the columns the prompts have: rewards need them."""
+    eval_files = [folder / f for f in EVAL_FILES if (folder / f).exists()]
+    if not eval_files:
+        return []
+    rows = load_prompts(eval_files[0])
+    if set(columns_of(rows)) != set(columns):
+        raise TaskError(
+            f"{eval_files[0]}: its columns ({', '.join(columns_of(rows)) or 'none'}) differ from the prompts' "
+            f"({', '.join(columns) or 'none'}): the reward functions score both"
+        )
+    return rows
 
 
 def load_prompts(path: str | Path) -> list[dict]:

@@ -1,9 +1,14 @@
 """Examples of each sample task: (prompt, best completion, the row's other columns).
 
 Each generator draws one example from a seeded `random.Random`: the prompt as the task's prompts
-file has it, a completion the task's reward scores highest, and the row's other columns. The
-sample tasks' prompts files were drawn from them (`python -m workbench.tiny_corpus workbench/sample_tasks`),
-and the tiny model's warm start (`workbench/tiny.py`) draws its supervised examples from them.
+file has it, a completion the task's reward scores highest, and the row's other columns. The tiny
+model's warm start (`workbench/tiny.py`) draws its supervised examples from them.
+
+The sample tasks' files (`python -m workbench.tiny_corpus workbench/sample_tasks` writes them again):
+`prompts.jsonl` to train on and `eval.jsonl`, held-out prompts that no run trains on. Where a
+generator's space is large they are its draws; coding, length_target and format_following have
+small ones (20 functions, 17 lengths, 81 sums), so their files are a seeded split of a wider set
+(WIDER: more functions, lengths, phrasings and operands) that holds the warm start's prompts.
 """
 
 from __future__ import annotations
@@ -108,7 +113,10 @@ TEST_INPUTS = [0, 1, 2, 5, 7, 12, 31, 100]
 
 def coding(rng: random.Random) -> Example:
     """A one-line Python function body, checked by unit tests: '# return x doubled\\ndef f(x): return ' -> 'x*2'."""
-    description, expression = rng.choice(sorted(FUNCTIONS.items()))
+    return _function(*rng.choice(sorted(FUNCTIONS.items())))
+
+
+def _function(description: str, expression: str) -> Example:
     # expected outputs as numbers (True as 1: equal in Python), so that every row of the column has one
     # type and `datasets` loads the file (it refuses a column that mixes booleans and integers)
     tests = [[x, int(eval(expression, {"abs": abs}, {"x": x}))] for x in TEST_INPUTS]
@@ -126,18 +134,116 @@ TASKS: dict[str, Callable[[random.Random], Example]] = {
 }
 
 
+# The wider sets of the tasks whose generators draw from few prompts: every prompt of each.
+NUMBER_WORDS = (
+    "two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty"
+).split()
+FUNCTION_FAMILIES = {  # description of n -> expression of k, for n = two .. twenty
+    "x plus {n}": "x+{k}",
+    "x minus {n}": "x-{k}",
+    "x times {n}": "x*{k}",
+    "x times {n} plus one": "x*{k}+1",
+    "x times {n} minus one": "x*{k}-1",
+    "x mod {n}": "x%{k}",
+    "x divided by {n}, rounded down": "x//{k}",
+    "x squared plus {n}": "x*x+{k}",
+    "x squared minus {n}": "x*x-{k}",
+    "twice x plus {n}": "2*x+{k}",
+    "{n} minus x": "{k}-x",
+    "x plus {n}, doubled": "(x+{k})*2",
+    "x is greater than {n}": "x>{k}",
+    "x is less than {n}": "x<{k}",
+    "x is divisible by {n}": "x%{k}==0",
+    "the distance from x to {n}": "abs(x-{k})",
+    "the last digit of x times {n}": "x*{k}%10",
+}
+LENGTH_PHRASINGS = [
+    "write {n} letters:",
+    "write exactly {n} letters:",
+    "type {n} letters:",
+    "{n} letters:",
+    "give {n} letters:",
+    "letters, {n} of them:",
+    "write a string of {n} letters:",
+    "a word of {n} letters:",
+    "print {n} letters:",
+    "now {n} letters:",
+]
+
+
+def coding_set() -> list[Example]:
+    """The warm start's 20 functions and FUNCTION_FAMILIES' ('x plus seven' -> 'x+7')."""
+    functions = dict(FUNCTIONS)
+    for description, expression in FUNCTION_FAMILIES.items():
+        for k, word in enumerate(NUMBER_WORDS, start=2):
+            functions.setdefault(description.format(n=word), expression.format(k=k))
+    return [_function(description, expression) for description, expression in functions.items()]
+
+
+def length_target_set() -> list[Example]:
+    """Lengths 1 to 30 in ten phrasings; the warm start knows 'write N letters:' for N = 4 .. 20."""
+    rng = random.Random("length_target set")
+    return [
+        (phrasing.format(n=n), "".join(rng.choice(string.ascii_lowercase) for _ in range(n)), {"target": n})
+        for n in range(1, 31)
+        for phrasing in LENGTH_PHRASINGS
+    ]
+
+
+def format_following_set() -> list[Example]:
+    """Sums of two numbers from 1 to 19 in tags; the warm start knows one-digit ones."""
+    return [
+        (f"tags {a}+{b}=", f"<think>{a}+{b}</think><answer>{a + b}</answer>", {"answer": str(a + b)})
+        for a in range(1, 20)
+        for b in range(1, 20)
+    ]
+
+
+WIDER: dict[str, Callable[[], list[Example]]] = {
+    "coding": coding_set,
+    "length_target": length_target_set,
+    "format_following": format_following_set,
+}
+
+
 def write_prompts(folder: Path, task: str, count: int, seed: int = 0) -> None:
     """The task's prompts file: `count` distinct prompts with their columns."""
     rng, rows = random.Random(f"{task}/{seed}"), {}
     while len(rows) < count:
         prompt, _, columns = TASKS[task](rng)
         rows.setdefault(prompt, {"prompt": prompt, **columns})
-    path = folder / task / "prompts.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()))
+    _write(folder / task / "prompts.jsonl", rows.values())
+
+
+def write_eval(folder: Path, task: str, count: int, seed: int = 0) -> None:
+    """The task's eval file: `count` distinct prompts that its prompts file does not hold."""
+    trained = {json.loads(line)["prompt"] for line in (folder / task / "prompts.jsonl").read_text().splitlines()}
+    rng, rows = random.Random(f"{task}/eval/{seed}"), {}
+    while len(rows) < count:
+        prompt, _, columns = TASKS[task](rng)
+        if prompt not in trained:
+            rows.setdefault(prompt, {"prompt": prompt, **columns})
+    _write(folder / task / "eval.jsonl", rows.values())
+
+
+def write_split(folder: Path, task: str, eval_count: int) -> None:
+    """Both files of a task with a WIDER set: a seeded shuffle of it, the first `eval_count` held out."""
+    rows = [{"prompt": prompt, **columns} for prompt, _, columns in WIDER[task]()]
+    random.Random(f"{task}/split").shuffle(rows)
+    _write(folder / task / "eval.jsonl", rows[:eval_count])
+    _write(folder / task / "prompts.jsonl", rows[eval_count:])
+
+
+def _write(path: Path, rows) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 if __name__ == "__main__":
     root = Path(sys.argv[1])
-    counts = dict(format_following=81, reversal=500, length_target=17, countdown=400, word_problems=36, coding=20)
-    for name, count in counts.items():
-        write_prompts(root, name, count)
+    for name, count in dict(reversal=500, countdown=400, word_problems=400).items():
+        write_prompts(root, name, count)  # arithmetic's 1000 prompts were drawn by an earlier generator: kept
+    for name in ("arithmetic", "reversal", "countdown", "word_problems"):
+        write_eval(root, name, 100)
+    for name, count in dict(coding=80, length_target=75, format_following=81).items():
+        write_split(root, name, count)

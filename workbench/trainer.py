@@ -30,7 +30,10 @@ from workbench.checkpoint import (
     set_rng_state,
 )
 from workbench.config import Config, ConfigError
+from workbench.critic import Critic, load_critic, update_critic
+from workbench.evaluation import check_held_out, due, evaluate
 from workbench.events import (
+    Evaluated,
     Event,
     Group,
     GroupsScored,
@@ -41,8 +44,9 @@ from workbench.events import (
     RunStarted,
     StepFinished,
 )
+from workbench.hardware import peak_memory_mib, reset_peak_memory
 from workbench.policy import Policy, load_policy
-from workbench.rollout import Rollouts, sample_groups
+from workbench.rollout import Rollouts, micro_batches, sample_groups
 from workbench.scoring import RewardError, RewardSource, Scorer, Scores
 from workbench.store import StepWriter, Store
 from workbench.tasks import Task
@@ -56,36 +60,50 @@ def train(
     resume: str | None = None,
     stop=None,
     new_rewards: queue.Queue | None = None,
+    sweep_id: str | None = None,
+    grid: dict | None = None,
 ) -> Iterator[Event]:
     """Train, yielding events; `resume` continues a run by id; `stop.is_set()` ends it after a step.
 
     Every step is stored in `<workspace>/store.duckdb`; the adapter is checkpointed every
     `config.checkpoint_every` steps and whenever the run ends, however it ends. A reward source
     put on `new_rewards` scores from the next step on. Reward code that fails pauses the run
-    (`RunPaused`): the failed step is not stored, and resuming redoes it.
+    (`RunPaused`): the failed step is not stored, and resuming redoes it. A run of a sweep is
+    stored with its `sweep_id` and `grid` values (workbench.sweep).
     """
     store = Store(workspace)
     if resume is not None:
         check_resumable(store, resume, config)
+    task = task.split(config.eval_split)  # held-out prompts are evaluated on, never trained on
+    check_held_out(task, config)
     with Scorer(task.rewards, task.columns, config) as scorer:
         scorer.probe(task.rows)  # reward code is checked before any training
         policy = load_policy(config)
         optimizer = torch.optim.AdamW(
             policy.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        run_id, completed = _open_run(store, workspace, config, task, resume, policy, optimizer)
-        yield from _steps(config, task, store, scorer, policy, optimizer, run_id, completed, stop, new_rewards)
+        critic = load_critic(config) if config.advantage_estimator == "ppo" else None  # PPO's value model
+        run_id, completed = _open_run(
+            store, workspace, config, task, resume, policy, optimizer, critic, sweep_id=sweep_id, grid=grid
+        )
+        yield from _steps(config, task, store, scorer, policy, optimizer, run_id, completed, stop, new_rewards, critic)
 
 
-def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, stop, new_rewards) -> Iterator[Event]:
+def _steps(
+    config, task, store, scorer, policy, optimizer, run_id, completed, stop, new_rewards, critic=None
+) -> Iterator[Event]:
     """The loop: one GRPO step per iteration, stored whole; the run's status set however it ends."""
     checkpoint = checkpoint_folder(store.workspace, run_id)
     rng = rng_state()  # at the start of step completed + 1: what a checkpoint keeps
     writer = StepWriter(store)  # commits each step on a background thread
     unrecorded = scorer.source  # the reward version the store may not have yet
     status, error = "failed", None
+    reset_peak_memory(policy.device)  # the run's peak and pace, stored as it ends
+    first, loop_started = completed, time.perf_counter()
     yield RunStarted(run_id, task.name, config.model, config.to_dict(), completed + 1)
     try:
+        if completed == 0 and due(config, 0):  # the base model's held-out metrics: where their curves start
+            yield _evaluated(policy, scorer, task, config, run_id, 0, writer)
         for step in range(completed + 1, config.steps + 1):
             if stop is not None and stop.is_set():
                 break
@@ -96,7 +114,7 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
 
             rounds = sample_and_score(policy, scorer, task, step, config)  # P prompts x G completions, or more
             trained = trained_groups(rounds, config)  # (P,) bool per round
-            advantages = round_advantages(rounds, trained, config)  # (B,) per round, 0 where not trained
+            advantages = round_advantages(rounds, trained, config, critic)  # (B,) or (B, T) per round
             scored = time.perf_counter()
             groups = [
                 g
@@ -107,6 +125,8 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
 
             learning_rate = config.learning_rate_at(step)
             set_learning_rate(optimizer, learning_rate)
+            if critic is not None:
+                set_learning_rate(critic.optimizer, learning_rate)
             batches = [
                 (one.rollouts.select(rows), a[rows].to(policy.device))
                 for one, mask, a in zip(rounds, trained, advantages)
@@ -116,7 +136,9 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
             if unscored or not any(loss_mask(b, config).any() for b, _ in batches):  # nothing to learn from
                 update_metrics = dict.fromkeys(UPDATE_METRICS)
             else:
-                update_metrics = update(policy, optimizer, batches, config)
+                update_metrics = dict.fromkeys(UPDATE_METRICS) | update(policy, optimizer, batches, config)
+                if critic is not None:
+                    update_metrics |= update_critic(critic, critic_batches(rounds, trained, config), config)
             completed = step
             finished = time.perf_counter()
 
@@ -131,10 +153,12 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
             writer.write(_step_rows(run_id, step, metrics, groups, rounds, unrecorded, scorer.source))
             unrecorded = None
             yield StepFinished(run_id, step, metrics)
+            if due(config, step):
+                yield _evaluated(policy, scorer, task, config, run_id, step, writer)
             rng = rng_state()  # what the next step starts from
             if step % config.checkpoint_every == 0:
                 writer.flush()  # the store holds every step the checkpoint has
-                save_checkpoint(checkpoint, policy, optimizer, step, rng)
+                save_checkpoint(checkpoint, policy, optimizer, step, rng, critic)
         status = "finished" if completed == config.steps else "stopped"
     except GeneratorExit:  # the caller closed the generator: keep what is done
         status = "stopped"
@@ -149,10 +173,19 @@ def _steps(config, task, store, scorer, policy, optimizer, run_id, completed, st
     finally:
         writer.close()
         if completed > 0:
-            save_checkpoint(checkpoint, policy, optimizer, completed, rng)
+            save_checkpoint(checkpoint, policy, optimizer, completed, rng, critic)
         store.set_status(run_id, status, error)
+        steps_per_second = (completed - first) / (time.perf_counter() - loop_started)  # checkpoints included
+        store.set_run_stats(run_id, peak_memory_mib(policy.device), steps_per_second or None)  # None: no step ran
     if status in ("finished", "stopped"):
         yield RunFinished(run_id, completed, status, str(checkpoint))
+
+
+def _evaluated(policy, scorer, task, config, run_id, step, writer) -> Evaluated:
+    """Evaluate on the task's held-out prompts (workbench.evaluation) and store the `evals` row."""
+    metrics = evaluate(policy, scorer, task.eval_rows, config, step)
+    writer.write({"evals": [{"run_id": run_id, **metrics}]})
+    return Evaluated(run_id, step, metrics)
 
 
 @dataclass
@@ -165,6 +198,8 @@ class Round:
     rewards: torch.Tensor  # (B,) NaN where unscored
     seconds_sample: float
     seconds_score: float
+    values: torch.Tensor | None = None  # (B, T) the critic's V_t at sampling (ppo)
+    returns: torch.Tensor | None = None  # (B, T) the critic's targets R_t (ppo)
 
 
 def sample_and_score(policy: Policy, scorer: Scorer, task: Task, step: int, config: Config) -> list[Round]:
@@ -199,8 +234,13 @@ def trained_groups(rounds: list[Round], config: Config) -> list[torch.Tensor]:
     return masks
 
 
-def round_advantages(rounds: list[Round], trained: list[torch.Tensor], config: Config) -> list[torch.Tensor]:
-    """Advantages over the trained groups (the batch the update sees), 0 for groups left out.  -> (B,) per round"""
+def round_advantages(
+    rounds: list[Round], trained: list[torch.Tensor], config: Config, critic: Critic | None = None
+) -> list[torch.Tensor]:
+    """Advantages over the trained groups (the batch the update sees), 0 for groups left out.  -> (B,) per round,
+    or per token (B, T) with a critic"""
+    if config.advantage_estimator == "ppo":
+        return critic_advantages(rounds, trained, config, critic)
     G = config.group_size
     rewards = torch.cat([one.rewards[group_rows(mask, G)] for one, mask in zip(rounds, trained)])
     a = grpo.group_advantages(rewards, G, config.scale_rewards, config.advantage_estimator)
@@ -210,6 +250,53 @@ def round_advantages(rounds: list[Round], trained: list[torch.Tensor], config: C
         advantages.append(torch.zeros_like(one.rewards).index_put((rows,), a[start : start + len(rows)]))
         start += len(rows)
     return advantages
+
+
+@torch.no_grad()
+def critic_advantages(
+    rounds: list[Round], trained: list[torch.Tensor], config: Config, critic: Critic | None
+) -> list[torch.Tensor]:
+    """PPO: per-token advantages by GAE on the critic's values at sampling, which the round keeps with
+    the returns for the critic's update; 0 for groups left out.  -> (B, T) per round
+
+    Without a critic (a dry run), the values are 0: what a run's first step sees, its head starting at 0.
+    'batch' scaling divides by the std of the trained tokens' advantages."""
+    advantages, trained_tokens = [], []
+    for one, mask in zip(rounds, trained):
+        completion_mask = one.rollouts.completion_mask.cpu()
+        values = None if critic is None else critic.values(one.rollouts, config.group_size).float().cpu()
+        one.values = torch.zeros(completion_mask.shape) if values is None else values
+        a, one.returns = grpo.gae(one.rewards, one.values, completion_mask, config.gae_lambda)
+        in_batch = mask.repeat_interleave(config.group_size).unsqueeze(1)  # (B, 1)
+        advantages.append(a * in_batch)
+        trained_tokens.append(a[in_batch & loss_mask(one.rollouts, config).bool().cpu()])
+    tokens = torch.cat(trained_tokens)
+    if config.scale_rewards == "batch" and tokens.numel() > 1:
+        advantages = [a / (tokens.std() + 1e-4) for a in advantages]
+    return advantages
+
+
+def critic_batches(rounds: list[Round], trained: list[torch.Tensor], config: Config) -> list[tuple]:
+    """What the critic trains on: each round's trained groups with their loss mask, values at sampling and returns."""
+    batches = []
+    for one, mask in zip(rounds, trained):
+        rows = group_rows(mask, config.group_size)
+        if rows.numel():
+            scored = ~one.rewards[rows].isnan().unsqueeze(1)  # an unscored completion has no return to learn
+            tokens = loss_mask(one.rollouts, config)[rows].cpu() * scored
+            device = one.rollouts.completion_mask.device
+            targets = (tokens, one.values[rows], one.returns[rows])
+            batches.append((one.rollouts.select(rows), *(t.float().to(device) for t in targets)))
+    return batches
+
+
+def completion_advantages(advantages: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """One advantage per completion, as the group view and the store show it: per-token ones (ppo)
+    averaged over the completion's tokens.  (B,) or (B, T) -> (B,)"""
+    if advantages.dim() == 1:
+        return advantages
+    mask = completion_mask.to(advantages.device)
+    return (advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 def group_rows(mask: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -237,6 +324,8 @@ def score(scorer: Scorer, rows: list[dict], rollouts: Rollouts, config: Config, 
 
 
 UPDATE_METRICS = (
+    "value_loss",
+    "explained_variance",
     "loss",
     "kl",
     "clip_frac",
@@ -266,11 +355,12 @@ def update(
     batch_completions = sum(len(rollouts.completions) for rollouts, _ in batches)
     batch_tokens = sum(int(loss_mask(rollouts, config).sum()) for rollouts, _ in batches)
     sampled_tokens = sum(int(rollouts.completion_mask.sum()) for rollouts, _ in batches)
-    parts = [
-        (rollouts.select(rows), advantages[rows])
-        for rollouts, advantages in batches
-        for rows in micro_batches(rollouts, G, config.micro_batch_tokens)
-    ]
+    parts = []
+    for rollouts, advantages in batches:
+        for rows in micro_batches(rollouts, G, config.micro_batch_tokens):
+            part = rollouts.select(rows)
+            a = advantages[rows]  # (b,), or (b, T) per token, cut as `select` cuts the completions
+            parts.append((part, a if a.dim() == 1 else a[:, : part.completion_ids.shape[1]]))
     pass_inputs = [part.model_inputs() for part, _ in parts]
     temperature = config.temperature
     ref_log_probs = [
@@ -331,27 +421,6 @@ def loss_mask(rollouts: Rollouts, config: Config) -> torch.Tensor:
     return rollouts.completion_mask
 
 
-def micro_batches(rollouts: Rollouts, group_size: int, max_tokens: int) -> list[slice]:
-    """Consecutive runs of whole groups whose tokens in a forward pass stay within max_tokens; a group
-    larger than that goes alone.
-
-    A pass computes each group's (padded) prompt once and each completion after it (`Policy.log_probs`),
-    so a run of g groups costs g x (prompt width + G x longest completion) tokens of activations. A
-    token budget, not a count of completions: completion lengths vary by task and model.
-    """
-    prompt_width = rollouts.prompt_ids.shape[1]
-    completion_lengths = rollouts.num_tokens.view(-1, group_size).max(dim=1).values.tolist()  # (P,)
-    slices, first, longest = [], 0, 0
-    for g, completion in enumerate(completion_lengths):
-        longest = max(longest, completion)
-        groups = g + 1 - first
-        if groups > 1 and groups * (prompt_width + group_size * longest) > max_tokens:
-            slices.append(slice(first * group_size, g * group_size))
-            first, longest = g, completion
-    slices.append(slice(first * group_size, len(completion_lengths) * group_size))
-    return slices
-
-
 @torch.no_grad()
 def _old_log_probs(policy: Policy, inputs, group_size: int, temperature: float) -> torch.Tensor:
     """log pi_old: the sampling policy, before this batch's first update.  (b, T)"""
@@ -398,7 +467,9 @@ def make_groups(
     sampling_round: int = 0,
     trained: list[bool] | None = None,
 ) -> list[Group]:
-    """The round's groups, numbered on from the rounds before it (group_id = round x P + g)."""
+    """The round's groups, numbered on from the rounds before it (group_id = round x P + g); advantages
+    (B,), or per token (B, T), shown as each completion's mean."""
+    advantages = completion_advantages(advantages, rollouts.completion_mask)
     groups = []
     for g, row in enumerate(rows):
         i = slice(g * group_size, (g + 1) * group_size)
@@ -480,14 +551,25 @@ def _step_rows(
 
 
 def _open_run(
-    store: Store, workspace, config: Config, task: Task, resume: str | None, policy: Policy, optimizer
+    store: Store,
+    workspace,
+    config: Config,
+    task: Task,
+    resume: str | None,
+    policy: Policy,
+    optimizer,
+    critic=None,
+    sweep_id: str | None = None,
+    grid: dict | None = None,
 ) -> tuple[str, int]:
     """A new run (id, 0), or a resumed one restored from its checkpoint (id, last step)."""
     if resume is None:
         run_id = f"{task.name}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-        store.create_run(run_id, task.name, task.folder, config.model, config.to_dict(), task.rewards.text)
+        store.create_run(
+            run_id, task.name, task.folder, config.model, config.to_dict(), task.rewards.text, sweep_id, grid
+        )
         return run_id, 0
-    state = load_checkpoint(checkpoint_folder(workspace, resume), policy, optimizer)
+    state = load_checkpoint(checkpoint_folder(workspace, resume), policy, optimizer, critic)
     set_rng_state(state.rng)
     store.truncate_run(resume, state.step)  # steps logged after the checkpoint are redone
     store.set_status(resume, "running")

@@ -19,6 +19,7 @@ from workbench.policy import ModelLoadError
 from workbench.runner import Runner
 from workbench.scoring import RewardError, RewardSource, validate_rewards
 from workbench.store import Store
+from workbench.sweep import grid_from_text, parse_seeds, start_sweep
 from workbench.tasks import Task, TaskError
 from workbench.ui import config_form, explore_tab, runs_tab, task_tab, train_tab, views
 from workbench.ui.task_tab import REWARD_FILE
@@ -66,6 +67,25 @@ def build_app(workspace: str) -> gr.Blocks:
                 python_code(config, task.reference, workspace, reward_file),
             )
 
+        def start_a_sweep(text, task: Task, grid_text, seeds_text, parallel, *form):
+            """A sweep over the grid, each run with the form's other settings, in a background process."""
+            try:
+                config = config_form.to_config(form)
+                grid, seeds = grid_from_text(grid_text), parse_seeds(seeds_text)
+                task = task.with_rewards(RewardSource(text, REWARD_FILE))
+                validate_rewards(task.rewards, task.rows, config)
+                reward_file = str(task_tab.save_reward(workspace, task))
+                sweep_id, n, command, log = start_sweep(
+                    config, task.reference, grid, seeds, workspace, int(parallel or 1), reward_file
+                )
+            except RewardError as error:
+                return views.reward_error(error), gr.skip(), gr.skip()
+            except ConfigError as error:
+                gr.Warning(str(error))
+                return f"**Sweep not started:** {html.escape(str(error))}", gr.skip(), gr.skip()
+            started = f"Sweep `{sweep_id}` started: {n} runs; Refresh to follow it. Its progress: `{log}`."
+            return started, command, gr.Dropdown(choices=[sweep_id, *store.sweeps().sweep_id], value=sweep_id)
+
         def resume_run(text):
             run_id = runner.snapshot.run_id or _latest_resumable(store)
             if run_id is None:
@@ -92,7 +112,14 @@ def build_app(workspace: str) -> gr.Blocks:
         live.start.click(start_run, inputs, [live.message, live.command, live.code], api_name="start_run")
         live.resume.click(resume_run, data.editor, live.message, api_name="resume_run")
         live.swap.click(swap_reward, data.editor, live.message, api_name="swap_reward")
+        runs.sweep_start.click(
+            start_a_sweep,
+            [data.editor, data.task, *runs.sweep_form, *live.form],
+            runs.sweep_outputs,
+            api_name="start_sweep",
+        )
         runs_page.select(runs.list_runs, None, runs.outputs, api_visibility="private")
+        runs_page.select(runs.list_sweeps, runs.sweep_opened, runs.sweep_opened, api_visibility="private")
     return app
 
 

@@ -1,5 +1,6 @@
 """Runs: every run in the workspace with its status and config; open one to see its curves and browse
-its groups; overlay several runs' curves."""
+its groups; overlay several runs' curves; open a sweep (its table and its curves, a band over seeds per
+grid point), or start one (wired in `workbench.ui`, as it takes the reward and the Train tab's form)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from workbench.config import Config
-from workbench.plots import compare_runs, training_curves
+from workbench.plots import compare_runs, sweep_curves, training_curves
 from workbench.store import Store
+from workbench.sweep import summary as sweep_summary
 from workbench.ui import views
 
 COLUMNS = ["run_id", "created_at", "task", "model", "status", "last_step", "steps", "reward_mean", "settings"]
@@ -30,6 +32,18 @@ def build(store: Store) -> SimpleNamespace:
         group_id = gr.Number(0, precision=0, minimum=0, label="group", elem_id="run-group-picker")
     group = gr.HTML(elem_id="run-group")
     overlay = gr.Plot(elem_id="compare-plot")
+    gr.Markdown("### Sweeps: every combination of a grid of settings, for each seed")
+    sweep_opened = gr.Dropdown([], label="open a sweep", elem_id="sweep-open")
+    sweep_table = gr.Dataframe(max_height=300, elem_id="sweep-table")
+    sweep_plot = gr.Plot(elem_id="sweep-plot")
+    with gr.Accordion("Start a sweep with the Train tab's settings and the editor's reward", open=False):
+        with gr.Row():
+            sweep_grid = gr.Textbox("group_size=2,4; beta=0,0.04", label="grid: field=V1,V2; ...", elem_id="sweep-grid")
+            sweep_seeds = gr.Textbox("0,1,2", label="seeds", elem_id="sweep-seeds")
+            sweep_parallel = gr.Number(1, precision=0, minimum=1, label="runs at once", elem_id="sweep-parallel")
+        sweep_start = gr.Button("Start the sweep", elem_id="sweep-start")
+        sweep_message = gr.Markdown(elem_id="sweep-message")
+        sweep_command = gr.Code(language="shell", label="the same sweep from the command line", elem_id="sweep-command")
 
     def list_runs():
         runs = store.runs()
@@ -51,7 +65,8 @@ def build(store: Store) -> SimpleNamespace:
         if run["error"]:
             text += f"\n\n```text\n{run['error']}\n```"
         last = int(steps.step.max()) if not steps.empty else 1
-        return text, training_curves(steps), last, 0, _group(run_id, last, 0, Config.from_dict(config))
+        curves = training_curves(steps, store.evals(run_id))  # held-out evaluations beside the training curves
+        return text, curves, last, 0, _group(run_id, last, 0, Config.from_dict(config))
 
     def show_group(run_id, picked_step, picked_group):
         if not run_id:
@@ -67,11 +82,34 @@ def build(store: Store) -> SimpleNamespace:
             return None
         return compare_runs({run_id: store.steps(run_id) for run_id in run_ids})
 
+    def list_sweeps(shown):
+        ids = store.sweeps().sweep_id.tolist()
+        return gr.Dropdown(choices=ids if shown in ids or not shown else [shown, *ids])
+
+    def open_sweep(sweep_id):
+        """Grid values, seeds, final reward, steps/s and peak memory per grid point, and the curves."""
+        if not sweep_id:
+            return None, None
+        runs = store.sweep(sweep_id)
+        return sweep_summary(runs).round(3), sweep_curves(runs, store.sweep_steps(sweep_id))
+
     refresh.click(list_runs, None, [table, opened, compared], api_name="list_runs")
+    sweep_opened.change(open_sweep, sweep_opened, [sweep_table, sweep_plot], api_name="open_sweep")
+    refresh.click(list_sweeps, sweep_opened, sweep_opened, api_visibility="private").then(
+        open_sweep, sweep_opened, [sweep_table, sweep_plot], api_visibility="private"
+    )
     opened.change(open_run, opened, [summary, plot, step, group_id, group], api_name="open_run")
     gr.on([step.input, group_id.input], show_group, [opened, step, group_id], group, api_visibility="private")
     compared.change(overlay_runs, compared, overlay, api_name="compare_runs")
-    return SimpleNamespace(list_runs=list_runs, outputs=[table, opened, compared])
+    return SimpleNamespace(
+        list_runs=list_runs,
+        outputs=[table, opened, compared],
+        list_sweeps=list_sweeps,
+        sweep_form=[sweep_grid, sweep_seeds, sweep_parallel],
+        sweep_start=sweep_start,
+        sweep_outputs=[sweep_message, sweep_command, sweep_opened],
+        sweep_opened=sweep_opened,
+    )
 
 
 def _settings(config: dict) -> str:

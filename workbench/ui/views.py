@@ -96,21 +96,35 @@ def explain(group: Group, config: Config) -> str:
             f"All {n} completions got reward {mean:.2f}, so every advantage is 0: this group gives no learning "
             "signal. A group baseline learns only from groups whose completions differ in reward."
         )
-    baseline, formula = _baseline_words(config.advantage_estimator, mean, sum(scored), len(scored))
+    best = max(range(n), key=lambda i: group.advantages[i])
+    worst = min(range(n), key=lambda i: group.advantages[i])
+    if config.advantage_estimator == "ppo":
+        intro = (
+            "Each token's advantage compares the reward with the critic's value (its prediction of the reward "
+            f"from the text so far), by GAE with lambda {config.gae_lambda:g}"
+            + (", divided by the std over the step's tokens" if config.scale_rewards == "batch" else "")
+            + ": with lambda 1, A_t = r - V_t. Shown: each completion's mean over its tokens."
+        )
+    else:
+        intro = _intro(config, mean, std, sum(scored), len(scored))
+    return (
+        intro
+        + _pushed(group, best, "#{i} got reward {r}, so its advantage is {a}: {what}.")
+        + _pushed(group, worst, "#{i} got {r}: advantage {a}, {what}.")
+        + " The KL penalty (beta) keeps the policy close to the reference while it moves."
+    )
+
+
+def _intro(config: Config, mean: float, std: float, total: float, scored: int) -> str:
+    """The formula of A with the group's numbers, for a reward baseline and scale."""
+    baseline, formula = _baseline_words(config.advantage_estimator, mean, total, scored)
     scale, divisor = {
         "group": (", divided by the group's std", f" / ({std:.2f} + 0.0001)"),
         "batch": (", divided by the std of the step's rewards (all P x G completions)", " / (batch std + 0.0001)"),
         "none": ("", ""),
     }[config.scale_rewards]
     numerator = f"({formula})" if divisor and formula != "r" else formula
-    best = max(range(n), key=lambda i: group.advantages[i])
-    worst = min(range(n), key=lambda i: group.advantages[i])
-    return (
-        f"Each advantage compares a completion's reward with {baseline}{scale}: A = {numerator}{divisor}."
-        + _pushed(group, best, "#{i} got reward {r}, so its advantage is {a}: {what}.")
-        + _pushed(group, worst, "#{i} got {r}: advantage {a}, {what}.")
-        + " The KL penalty (beta) keeps the policy close to the reference while it moves."
-    )
+    return f"Each advantage compares a completion's reward with {baseline}{scale}: A = {numerator}{divisor}."
 
 
 def _baseline_words(estimator: str, mean: float, total: float, scored: int) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""Writes prompts.jsonl: chat questions about capital cities, each with a word limit.
+"""Writes prompts.jsonl and eval.jsonl: chat questions about capital cities, each with a word limit; the
+held-out questions (eval.jsonl) ask about countries the training prompts never name.
 
 python make_prompts.py   (deterministic: the same file every time)
 """
@@ -19,6 +20,13 @@ CAPITALS = {
     "Ethiopia": "Addis Ababa", "Ukraine": "Kyiv", "Romania": "Bucharest", "Pakistan": "Islamabad",
     "New Zealand": "Wellington", "Scotland": "Edinburgh", "Iceland": "Reykjavik",
 }  # fmt: skip
+HELD_OUT = {
+    "Venezuela": "Caracas", "Ecuador": "Quito", "Uruguay": "Montevideo", "Jamaica": "Kingston", "Ghana": "Accra",
+    "Senegal": "Dakar", "Tunisia": "Tunis", "Algeria": "Algiers", "Uganda": "Kampala", "Zimbabwe": "Harare",
+    "Saudi Arabia": "Riyadh", "Syria": "Damascus", "Lebanon": "Beirut", "Nepal": "Kathmandu", "Bangladesh": "Dhaka",
+    "Malaysia": "Kuala Lumpur", "Mongolia": "Ulaanbaatar", "Croatia": "Zagreb", "Serbia": "Belgrade",
+    "Bulgaria": "Sofia",
+}  # fmt: skip
 TEMPLATES = [
     "In at most {n} words: what is the capital of {country}?",
     "What is the capital of {country}? Reply in {n} words or fewer.",
@@ -28,8 +36,8 @@ TEMPLATES = [
 LIMITS = (3, 4, 5)
 
 
-def rows():
-    for country, capital in CAPITALS.items():
+def rows(capitals):
+    for country, capital in capitals.items():
         for template in TEMPLATES:
             n = random.Random(f"{country}/{template}").choice(LIMITS)
             question = template.format(n=n, country=country)
@@ -37,6 +45,7 @@ def rows():
 
 
 if __name__ == "__main__":
-    with open("prompts.jsonl", "w") as file:
-        for row in rows():
-            file.write(json.dumps(row) + "\n")
+    for name, capitals in (("prompts.jsonl", CAPITALS), ("eval.jsonl", HELD_OUT)):
+        with open(name, "w") as file:
+            for row in rows(capitals):
+                file.write(json.dumps(row) + "\n")

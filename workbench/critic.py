@@ -1,0 +1,95 @@
+"""PPO's critic (`advantage_estimator='ppo'`): the value network GRPO does without.
+
+A second copy of the base model, loaded beside the policy's, with its own LoRA adapter and a scalar
+value head on its last hidden state: V_t = head(h_t), the value of the prefix q, o_<t. As in
+InstructGPT and TRL's PPOTrainer, it starts from the same pretrained weights as the policy and
+trains on its own (here with its own AdamW, at the policy's learning rate). Its memory is real: one
+more model's weights, so `bench/lab.py` measures what GRPO saves rather than estimating it.
+
+The head starts at zero, so a run's first step values every prefix 0 (GAE then gives A_t =
+lambda^(|o| - 1 - t) r); LoRA's B starts at zero too, so only the head learns at the first step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from workbench import grpo
+from workbench.config import Config
+from workbench.policy import Policy, load_policy
+from workbench.rollout import Rollouts, micro_batches
+
+CRITIC_STATE = "critic_state.pt"  # the value head and the critic's optimizer
+
+
+@dataclasses.dataclass
+class Critic:
+    backbone: Policy  # the base model's second copy, with the critic's own adapter
+    head: torch.nn.Linear  # hidden size -> 1, fp32
+    optimizer: torch.optim.Optimizer
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.backbone.trainable_parameters(), *self.head.parameters()]
+
+    def values(self, rollouts: Rollouts, group_size: int) -> Tensor:
+        """V_t for every completion token's prefix, 0 on padding.  (B, T)"""
+        with self.backbone.autocast():
+            hidden = self.backbone.completion_hidden(*rollouts.model_inputs(), group_size)  # (B, T, H)
+        return self.head(hidden.float()).squeeze(-1) * rollouts.completion_mask
+
+    def save(self, folder: Path) -> None:
+        """The adapter in peft's format, the head and the optimizer beside it."""
+        self.backbone.model.save_pretrained(folder)
+        torch.save({"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict()}, folder / CRITIC_STATE)
+
+    def load(self, folder: Path) -> None:
+        self.backbone.load_adapter(folder)
+        state = torch.load(folder / CRITIC_STATE, map_location=self.backbone.device, weights_only=True)
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def load_critic(config: Config) -> Critic:
+    """The base model loaded again, with a fresh adapter and a zero value head."""
+    backbone = load_policy(config)
+    hidden_size = backbone.model.get_base_model().config.hidden_size
+    head = torch.nn.Linear(hidden_size, 1, device=backbone.device)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    parameters = [*backbone.trainable_parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return Critic(backbone, head, optimizer)
+
+
+def update_critic(critic: Critic, batches: list[tuple[Rollouts, Tensor, Tensor, Tensor]], config: Config) -> dict:
+    """num_iterations optimizer steps on the clipped value loss, micro-batched as the policy's update.
+
+    batches: (rollouts, loss mask, values at sampling, returns), the last three (B, T).
+    -> value_loss, and explained_variance: how much of the returns' variance the values at sampling explained
+    """
+    G = config.group_size
+    batch_tokens = sum(int(mask.sum()) for _, mask, _, _ in batches)
+    parts = []
+    for rollouts, mask, old, returns in batches:
+        for rows in micro_batches(rollouts, G, config.micro_batch_tokens):
+            part = rollouts.select(rows)
+            width = part.completion_ids.shape[1]  # select cuts to the part's longest completion
+            parts.append((part, mask[rows, :width], old[rows, :width], returns[rows, :width]))
+    total = 0.0
+    with critic.backbone.training():
+        for _ in range(config.num_iterations):
+            critic.optimizer.zero_grad(set_to_none=True)
+            for part, mask, old, returns in parts:
+                loss = grpo.value_loss(critic.values(part, G), old, returns, mask, config.cliprange_value, batch_tokens)
+                loss.backward()
+                total += loss.item()
+            torch.nn.utils.clip_grad_norm_(critic.trainable_parameters(), config.max_grad_norm or float("inf"))
+            critic.optimizer.step()
+    trained = [mask.bool() for _, mask, _, _ in batches]
+    old = torch.cat([old[where] for (_, _, old, _), where in zip(batches, trained)])
+    returns = torch.cat([returns[where] for (_, _, _, returns), where in zip(batches, trained)])
+    return {"value_loss": total / config.num_iterations, "explained_variance": grpo.explained_variance(old, returns)}
