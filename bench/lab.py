@@ -12,14 +12,17 @@ b. variance: a PPO run trains the policy and its critic for --train-steps on ari
    and the policy gradient's variance across resamples.
 c. signal: from the same samples, the share of groups whose rewards are all equal against K, beside
    p^K + (1 - p)^K (arithmetic's reward is 0 or 1).
-d. beta: reward and KL curves of beta 0, 0.04 and 0.2, three seeds each, --beta-steps steps; the
-   final reward and KL (means over each run's last FINAL_STEPS steps), mean over seeds.
+d. beta: beta 0, 0.04 and 0.2, three seeds each, --beta-steps steps on arithmetic, evaluated on its
+   held-out prompts five times a run: the final training reward (the mean of the last 5 steps), the
+   held-out greedy accuracy at the end, and the KL to the reference measured afterwards on 32
+   held-out prompts x 8 samples (`lab.kl_to_reference`, so beta 0 is measured too); medians over seeds.
 Prints a markdown table per part.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 
@@ -28,7 +31,6 @@ from workbench.checkpoint import checkpoint_folder
 from workbench.critic import load_critic
 from workbench.hub import ModelLoadError, resolve_model
 from workbench.policy import load_policy
-from workbench.store import FINAL_STEPS
 from workbench.sweep import run_sweep, summary
 from workbench.trainer import train
 
@@ -106,24 +108,41 @@ def variance_and_signal(parts: list[str], train_steps: int, resamples: int) -> N
 
 def beta(steps: int) -> None:
     workspace = tempfile.mkdtemp(prefix="bench-lab-")
-    base = Config(steps=steps, checkpoint_every=100_000)
+    base = Config(steps=steps, eval_steps=steps // 5, checkpoint_every=100_000)
     run_sweep(base, "arithmetic", {"beta": [0.0, 0.04, 0.2]}, [0, 1, 2], workspace, parallel=2)
     store = Store(workspace)
     sweep_id = store.sweeps().sweep_id.iloc[0]
-    runs, steps_frame = store.sweep(sweep_id), store.sweep_steps(sweep_id)
-    final_kl = {run_id: rows.tail(FINAL_STEPS).kl.fillna(0).mean() for run_id, rows in steps_frame.groupby("run_id")}
+    runs = store.sweep(sweep_id)
+    task = load_task("arithmetic")
+    measured = {}
+    for run in runs.itertuples():
+        config = dataclasses.replace(base, beta=run.beta, seed=run.seed)
+        policy = load_policy(config)
+        policy.load_adapter(checkpoint_folder(workspace, run.run_id))
+        evals = store.evals(run.run_id)
+        measured[run.run_id] = dict(
+            kl=lab.kl_to_reference(policy, task.eval_rows[:32], config),
+            held_out=evals.greedy_accuracy.iloc[-1],
+            held_out_before=evals.greedy_accuracy.iloc[0],
+        )
     rows = []
     for value, seeds in runs.groupby("beta"):
+        kls = [measured[run_id]["kl"] for run_id in seeds.run_id]
+        held_out = [measured[run_id]["held_out"] for run_id in seeds.run_id]
         rows.append(
             dict(
                 beta=value,
-                seeds=len(seeds),
-                final_reward=seeds.final_reward.mean(),
+                final_reward=seeds.final_reward.median(),
                 final_reward_seeds=", ".join(f"{r:.3f}" for r in seeds.final_reward),
-                final_kl=statistics.mean(final_kl[run_id] for run_id in seeds.run_id),
+                held_out_greedy_accuracy=statistics.median(held_out),
+                held_out_seeds=", ".join(f"{a:.3f}" for a in held_out),
+                kl_to_reference=statistics.median(kls),
+                kl_seeds=", ".join(f"{k:.3f}" for k in kls),
             )
         )
-    print(table(rows, ["beta", "seeds", "final_reward", "final_reward_seeds", "final_kl"]), "\n")
+    before = statistics.mean(m["held_out_before"] for m in measured.values())
+    print(f"held-out greedy accuracy of the base model: {before:.3f}")
+    print(table(rows, list(rows[0])), "\n")
     print(f"curves: plots.sweep_curves(store.sweep({sweep_id!r}), store.sweep_steps({sweep_id!r})), store {workspace}")
 
 
@@ -135,7 +154,7 @@ def main() -> None:
     parser.add_argument("--real-steps", type=int, default=3, help="steps of each memory run on SmolLM2")
     parser.add_argument("--train-steps", type=int, default=100, help="PPO steps before the variance measurement")
     parser.add_argument("--resamples", type=int, default=16)
-    parser.add_argument("--beta-steps", type=int, default=200)
+    parser.add_argument("--beta-steps", type=int, default=500)
     args = parser.parse_args()
     if "memory" in args.parts:
         memory(args.models, args.steps, args.real_steps)

@@ -82,3 +82,22 @@ def test_every_name_workbench_exports_is_the_object_even_after_its_module_is_imp
     import workbench.ui  # noqa: F401  imports every engine module
 
     assert not [name for name in workbench.__all__ if isinstance(getattr(workbench, name), types.ModuleType)]
+
+
+def test_rescoring_a_dynamic_sampling_run_with_its_own_reward_gives_back_its_advantages(tmp_path):
+    """The dropped groups keep advantage 0 and the trained ones are compared among themselves, as the
+    trainer did; a ppo run's new advantages are unknown (NaN): its critic's values are not stored."""
+    source = RewardSource(
+        "def half_constant(prompts, completions, **kwargs):\n"
+        "    return [1.0 if p[0] in '01234' else float(sum(map(ord, c)) % 7) for p, c in zip(prompts, completions)]\n"
+    )
+    task = load_task("arithmetic").with_rewards(source)
+    config = Config(steps=2, dynamic_sampling=True, dynamic_sampling_max_rounds=4, **SMALL)
+    run_id = [e for e in train(config, task, tmp_path)][0].run_id
+    frame = rescore(tmp_path, run_id, source).rollouts
+    assert frame.dropped.any() and (frame[frame.dropped].new_advantage == 0).all()
+    assert frame.new_advantage.tolist() == pytest.approx(frame.advantage.tolist(), abs=1e-5)
+
+    ppo = Config(steps=1, advantage_estimator="ppo", scale_rewards="none", **SMALL)
+    ppo_run = [e for e in train(ppo, task, tmp_path / "ppo")][0].run_id
+    assert rescore(tmp_path / "ppo", ppo_run, source).rollouts.new_advantage.isna().all()

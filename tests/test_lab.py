@@ -40,3 +40,15 @@ def test_with_equal_rewards_a_group_baseline_gives_no_gradient_and_none_does():
     assert rows["none"]["gradient_variance"] > 0  # pushed by the reward alone, the gradient varies
     assert 0 < rows["critic"]["advantage_mean_square"] <= 1  # V = 0 at the start: A_t = lambda^(L-1-t)
     assert len(lab.baseline_variance(policy, groups, config)) == 2  # K=8 rows need 8 samples; ppo a critic
+
+
+def test_kl_to_reference_is_zero_for_the_base_model_and_grows_as_the_adapter_moves():
+    config = Config(prompts_per_step=2, max_new_tokens=8)
+    policy = load_policy(config)
+    rows = load_task("arithmetic").eval_rows[:4]
+    assert lab.kl_to_reference(policy, rows, config) == 0.0  # lora_B starts at 0: pi_theta is pi_ref
+    with torch.no_grad():
+        for name, weight in policy.model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(std=0.05)
+    assert lab.kl_to_reference(policy, rows, config) > 0

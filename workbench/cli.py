@@ -1,4 +1,4 @@
-"""`python -m workbench train | sweep | validate | dry-run | rescore | query`: the engine headless.
+"""`python -m workbench train | sweep | validate | dry-run | rescore | query | export`: the engine headless.
 
 Every config field is a flag.
 """
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from workbench.config import Config, ConfigError, field_docs
 from workbench.dryrun import dry_run
 from workbench.events import Evaluated, GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
+from workbench.export import ExportError, export_trl
 from workbench.hub import ModelLoadError
 from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
 from workbench.rescoring import rescore
@@ -28,7 +29,7 @@ from workbench.store import Store, StoreError
 from workbench.tasks import TaskError, load_task, sample_task_names
 from workbench.trainer import train
 
-USER_ERRORS = (ConfigError, TaskError, RewardError, ModelLoadError, StoreError, SQLError)
+USER_ERRORS = (ConfigError, TaskError, RewardError, ModelLoadError, StoreError, SQLError, ExportError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     query_parser.add_argument("--format", choices=["table", "csv"], default="table")
     query_parser.add_argument("--max-rows", type=int, default=MAX_ROWS, help="print at most this many rows")
     query_parser.set_defaults(command=run_query)
+
+    export_parser = commands.add_parser(
+        "export", help="write a stored run as a TRL project (grpo.yaml, rewards, prompts, launch.sh, PARITY.md)"
+    )
+    export_parser.add_argument("run_id", help="the run to export")
+    export_parser.add_argument("--to", choices=["trl"], default="trl", help="the engine to export for [trl]")
+    export_parser.add_argument("--out", required=True, metavar="DIR", help="the project's folder (new or empty)")
+    export_parser.add_argument("--workspace", default="runs", help="folder of the store")
+    export_parser.add_argument("--force", action="store_true", help="write into a folder that holds files")
+    export_parser.set_defaults(command=run_export)
 
     app_parser = commands.add_parser("app", help="serve the app in a browser (what `python app.py` does)")
     add_app_flags(app_parser)
@@ -335,6 +346,18 @@ def run_query(args: argparse.Namespace) -> int:
         print(result.frame.to_string(index=False) if not result.frame.empty else "(no rows)")
     if result.truncated:
         print(result.message, file=sys.stderr)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    exported = export_trl(args.workspace, args.run_id, args.out, force=args.force)
+    for warning in exported.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"run {args.run_id} exported to {exported.folder} (PARITY.md: how each setting maps); "
+        f"train it with TRL: bash {exported.folder / 'launch.sh'}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -8,7 +8,8 @@
 3. A larger group K gives a stabler baseline for more compute, and `signal_fraction`: the share of
    groups whose rewards are all equal (no signal for a group baseline) against K, beside p^K +
    (1 - p)^K for a pass/fail reward with success rate p.
-4. beta trades stability for speed: a sweep over beta, three seeds each (bench/lab.py, notebook 05).
+4. beta trades stability for speed: a sweep over beta, three seeds each (bench/lab.py, notebook 05),
+   and each run's `kl_to_reference` measured afterwards, beta 0 included.
 
 bench/lab.py runs them at full size; notebooks/05_grpo_vs_ppo.ipynb runs them small, in class.
 """
@@ -173,3 +174,17 @@ def _policy_gradient(policy: Policy, rollouts: Rollouts, advantages: torch.Tenso
     )
     loss.backward()
     return torch.cat([p.grad.flatten().cpu() for p in policy.trainable_parameters() if p.grad is not None])
+
+
+@torch.no_grad()
+def kl_to_reference(policy: Policy, rows: list[dict], config: Config) -> float:
+    """KL(pi_theta || pi_ref) per completion token, on `config.group_size` completions sampled for each row:
+    the mean of log pi_theta - log pi_ref over the sampled tokens (the k1 estimator, unbiased on the
+    policy's own samples). Measured after training, so a run with beta 0, which never computes the
+    reference, is measured as the others are."""
+    rollouts = sample(policy, rows, config)
+    inputs = rollouts.model_inputs()
+    log_probs = policy.log_probs(*inputs, config.group_size, config.temperature)
+    ref_log_probs = policy.reference_log_probs(*inputs, group_size=config.group_size, temperature=config.temperature)
+    mask = rollouts.completion_mask.bool()
+    return (log_probs - ref_log_probs)[mask].mean().item()

@@ -2,8 +2,9 @@
 
 Each stored step is scored again in the reward worker, exactly as the trainer called the reward
 (the same completions, token ids, dataset columns and `trainer_state`), and its advantages are
-recomputed with the run's own group size, `advantage_estimator` and `scale_rewards` (NaN for a ppo run: the
-critic's values at each step are not stored). The store is not changed.
+recomputed with the run's own group size, `advantage_estimator` and `scale_rewards`, over the groups the
+step trained on (groups dynamic sampling left out keep advantage 0; a ppo run's are NaN: the critic's
+values at each step are not stored). The store is not changed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import torch
 
 from workbench import grpo
 from workbench.config import Config
@@ -23,7 +25,8 @@ from workbench.scoring import RewardSource, Scorer, columns_of
 from workbench.store import Store, StoreError, stored_prompt
 
 ROLLOUTS = """
-SELECT step, group_id, sample_idx, prompt, completion, completion_ids, extra_columns, reward, advantage
+SELECT step, group_id, sample_idx, prompt, completion, completion_ids, extra_columns, reward, advantage,
+       coalesce(dropped, false) AS dropped
 FROM rollouts WHERE run_id = $1 AND ($2::INTEGER IS NULL OR step = $2) ORDER BY step, group_id, sample_idx
 """
 
@@ -81,16 +84,23 @@ def _rescored_step(scorer: Scorer, config: Config, step: int, part: pd.DataFrame
     new_rewards = grpo.reward_tensor(scores.rewards)  # (B,), NaN where no function scored
     part = part.drop(columns=["completion_ids", "extra_columns"]).reset_index(drop=True)
     part["new_reward"] = scores.rewards
-    part["new_advantage"] = (
-        [float("nan")] * len(part)  # the critic's values at that step are not stored
-        if config.advantage_estimator == "ppo"
-        else grpo.group_advantages(
-            new_rewards, config.group_size, config.scale_rewards, config.advantage_estimator
-        ).tolist()
-    )
+    part["new_advantage"] = _advantages(new_rewards, torch.tensor(part["dropped"].tolist()), config).tolist()
     for name, values in scores.values.items():
         part[f"new_{name}"] = values
     return part
+
+
+def _advantages(rewards: torch.Tensor, dropped: torch.Tensor, config: Config) -> torch.Tensor:
+    """The advantages the trainer would compute: over the groups it trained on (dynamic sampling left the
+    dropped ones out, at 0); NaN for a ppo run, whose critic's values at each step are not stored.  (B,)"""
+    if config.advantage_estimator == "ppo":
+        return torch.full_like(rewards, float("nan"))
+    trained = ~dropped
+    advantages = torch.zeros_like(rewards)
+    advantages[trained] = grpo.group_advantages(
+        rewards[trained], config.group_size, config.scale_rewards, config.advantage_estimator
+    )
+    return advantages
 
 
 def _step_summary(frame: pd.DataFrame) -> pd.DataFrame:

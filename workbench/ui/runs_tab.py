@@ -1,6 +1,7 @@
 """Runs: every run in the workspace with its status and config; open one to see its curves and browse
-its groups; overlay several runs' curves; open a sweep (its table and its curves, a band over seeds per
-grid point), or start one (wired in `workbench.ui`, as it takes the reward and the Train tab's form)."""
+its groups, or export it as a TRL project (a zip); overlay several runs' curves; open a sweep (its table
+and its curves, a band over seeds per grid point), or start one (wired in `workbench.ui`, as it takes the
+reward and the Train tab's form)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from workbench.config import Config
+from workbench.config import Config, ConfigError
+from workbench.export import ExportError, export_trl_zip
 from workbench.plots import compare_runs, sweep_curves, training_curves
-from workbench.store import Store
+from workbench.scoring import RewardError
+from workbench.store import Store, StoreError
 from workbench.sweep import summary as sweep_summary
+from workbench.tasks import TaskError
 from workbench.ui import views
 
 COLUMNS = ["run_id", "created_at", "task", "model", "status", "last_step", "steps", "reward_mean", "settings"]
@@ -26,6 +30,10 @@ def build(store: Store) -> SimpleNamespace:
         opened = gr.Dropdown([], label="open a run", elem_id="runs-open")
         compared = gr.Dropdown([], multiselect=True, label="overlay runs", elem_id="runs-compare")
     summary = gr.Markdown(elem_id="run-summary")
+    with gr.Row():
+        export = gr.Button("Export to TRL", size="sm", elem_id="export-trl")
+        export_file = gr.File(label="the run as a TRL project", interactive=False, elem_id="export-trl-file")
+    export_message = gr.Markdown(elem_id="export-trl-message")
     plot = gr.Plot(elem_id="run-plot")
     with gr.Row():
         step = gr.Number(1, precision=0, minimum=1, label="step", elem_id="run-step-picker")
@@ -77,6 +85,17 @@ def build(store: Store) -> SimpleNamespace:
     def _group(run_id, step, group_id, config):
         return views.stored_group_html(store.group(run_id, step, group_id), run_id, step, group_id, config)
 
+    def export_run(run_id):
+        """The opened run as a zip of its TRL project (workbench.export), and what it does not reproduce."""
+        if not run_id:
+            return None, "Open a run to export it."
+        try:
+            archive, warnings = export_trl_zip(store.workspace, run_id)
+        except (ExportError, StoreError, TaskError, RewardError, ConfigError) as error:  # e.g. the task folder is gone
+            return None, f"**Not exported:** {html.escape(str(error))}"
+        text = f"`{archive.name}`: unzip it, then `bash launch.sh`; PARITY.md says how each setting maps to TRL's."
+        return str(archive), text + "".join(f"\n\n**Warning:** {html.escape(w)}" for w in warnings)
+
     def overlay_runs(run_ids):
         if not run_ids:
             return None
@@ -101,6 +120,7 @@ def build(store: Store) -> SimpleNamespace:
     opened.change(open_run, opened, [summary, plot, step, group_id, group], api_name="open_run")
     gr.on([step.input, group_id.input], show_group, [opened, step, group_id], group, api_visibility="private")
     compared.change(overlay_runs, compared, overlay, api_name="compare_runs")
+    export.click(export_run, opened, [export_file, export_message], api_name="export_trl")
     return SimpleNamespace(
         list_runs=list_runs,
         outputs=[table, opened, compared],

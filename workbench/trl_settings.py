@@ -1,0 +1,259 @@
+"""A run's Config in TRL 1.16's names: each grpo.yaml setting and how it maps, TRL's defaults, what has no equivalent.
+
+Each setting is one of three kinds: EXACT, a workbench field with the same meaning in TRL (its value
+copied, or converted: steps to optimizer steps); MATCHED, a TRL option the workbench has no knob for,
+set to what the workbench does (TRL's bias-corrected KL off, its prompts unshuffled, ...); CLOSE, the
+nearest TRL has, with a note saying how it differs. `workbench.export` writes them as grpo.yaml and
+PARITY.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.config import Config
+
+TRL_VERSION = "1.16.0"  # the version whose fields and defaults this mapping was written against
+EXACT, MATCHED, CLOSE = "exact", "matched", "close"
+
+# TRL 1.16's defaults for the settings grpo.yaml writes (GRPOConfig, its TrainingArguments, ModelConfig), but
+# those whose default is None meaning another field's value (bf16, steps_per_generation, epsilon_high: their
+# notes say it); tests/test_export.py checks them against the installed TRL, so PARITY.md quotes what TRL does.
+TRL_DEFAULTS = {
+    "dtype": "float32",
+    "use_peft": False,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "lora_target_modules": None,
+    "disable_dropout": False,
+    "shuffle_dataset": True,
+    "remove_unused_columns": False,
+    "reward_weights": None,
+    "multi_objective_aggregation": "sum_then_normalize",
+    "num_generations": 8,
+    "max_completion_length": 512,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": 0,
+    "repetition_penalty": 1.0,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "beta": 0.0,
+    "use_bias_correction_kl": True,
+    "epsilon": 0.2,
+    "importance_sampling_level": "token",
+    "num_iterations": 1,
+    "scale_rewards": "group",
+    "loss_type": "dapo",
+    "mask_truncated_completions": False,
+    "top_entropy_quantile": 1.0,
+    "entropy_coef": 0.0,
+    "learning_rate": 1e-6,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_steps": -1,
+    "seed": 42,
+    "gradient_checkpointing": True,
+    "logging_steps": 10,
+    "log_completions": False,
+    "num_completions_to_print": None,
+    "save_steps": 500,
+    "report_to": "none",
+}
+
+# Config fields with no TRL equivalent, and why; advantage_estimator is handled by `unsupported`.
+NOT_MAPPED = {
+    "gae_lambda": "PPO's GAE (advantage_estimator 'ppo'): GRPOTrainer has no critic",
+    "cliprange_value": "PPO's clipped value loss (advantage_estimator 'ppo'): GRPOTrainer has no critic",
+    "dynamic_sampling": "DAPO's dynamic sampling: GRPOTrainer trains on every sampled group",
+    "dynamic_sampling_max_rounds": "with dynamic_sampling only",
+    "micro_batch_tokens": "memory only: PER_DEVICE in launch.sh (per_device_train_batch_size) sets TRL's micro-batch; "
+    "the loss is normalised by the whole batch either way",
+    "reward_time_limit": "TRL calls reward functions in the training process, with no time limit",
+    "reward_memory_mb": "TRL calls reward functions in the training process, with no memory limit",
+    "eval_steps": "the workbench's held-out evaluation (greedy accuracy, pass@k); eval.jsonl holds its prompts",
+    "eval_split": "applied here: the held-out prompts are in eval.jsonl, not in train.jsonl",
+    "eval_max_prompts": "the workbench's held-out evaluation",
+    "eval_num_generations": "the workbench's held-out evaluation",
+    "eval_success_reward": "the workbench's held-out evaluation",
+    "device": "accelerate uses the GPUs it finds (launch.sh), the CPU where there are none",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One grpo.yaml entry: TRL's field, its value, and how it relates to the workbench."""
+
+    section: str
+    name: str  # TRL's field, a grpo.yaml key
+    value: object
+    source: str  # the workbench field it comes from; "" for a TRL option the workbench has no knob for
+    parity: str = EXACT  # EXACT: the same meaning; MATCHED: a TRL option set to what the workbench does; CLOSE
+    note: str = ""
+
+
+def trl_settings(config: Config, model: str, reward_names: list[str], run_id: str) -> list[Setting]:
+    """Every grpo.yaml entry of a config, in sections; `reward_names` in the reward source's order."""
+    P, G, mu = config.prompts_per_step, config.group_size, config.num_iterations
+    per_step = f"x {mu}: TRL counts optimizer steps, a workbench step makes num_iterations of them" if mu > 1 else ""
+    schedule = config.lr_scheduler_type
+    if schedule == "constant" and config.warmup_steps:
+        schedule = "constant_with_warmup"  # transformers' 'constant' ignores warmup_steps
+    bf16 = config.precision != "fp32"
+    auto = config.precision == "auto"
+    precision = (
+        (CLOSE, "'auto' (bf16 where the hardware does it) as bf16, what it picks on a GPU") if auto else (EXACT, "")
+    )
+    lora_dropout = (EXACT, "")
+    if config.disable_dropout and config.lora_dropout > 0:
+        lora_dropout = (CLOSE, "TRL's disable_dropout zeroes the adapter's dropout too, which the workbench keeps")
+    loss_type = "dapo" if config.loss_type == "bnpo" else config.loss_type
+    bnpo = (
+        "the workbench's bnpo divides by the whole batch's tokens, as TRL's dapo" if config.loss_type == "bnpo" else ""
+    )
+    tiny = "the built-in tiny model's folder" if config.model == "tiny" else ""
+    train_file = "train.jsonl: the task's training prompts"
+
+    def section(title: str, *rows: tuple) -> list[Setting]:
+        return [Setting(title, *row) for row in rows]
+
+    return [
+        *section(
+            "model and adapter",
+            ("model_name_or_path", model, "model", EXACT, tiny),
+            ("dtype", "bfloat16" if bf16 else "float32", "precision", *precision),
+            ("bf16", bf16, "precision", *(precision if auto else (EXACT, "TRL's default: true (unless fp16)"))),
+            ("use_peft", True, "", MATCHED, "the workbench always trains a LoRA adapter"),
+            ("lora_r", config.lora_rank, "lora_rank"),
+            ("lora_alpha", _number(config.lora_alpha), "lora_alpha"),
+            ("lora_dropout", config.lora_dropout, "lora_dropout", *lora_dropout),
+            ("lora_target_modules", list(config.lora_target_modules), "lora_target_modules"),
+            ("disable_dropout", config.disable_dropout, "disable_dropout"),
+        ),
+        *section(
+            "prompts and rewards",
+            ("datasets", [{"path": "json", "data_files": "train.jsonl", "split": "train"}], "", MATCHED, train_file),
+            ("shuffle_dataset", False, "", MATCHED, "train.jsonl lists the prompts in the order the run drew them"),
+            ("remove_unused_columns", False, "", MATCHED, "reward functions get every column of the prompts"),
+            ("reward_funcs", [f"rewards.{name}" for name in reward_names], "", MATCHED, "rewards.py: the run's reward"),
+            ("reward_weights", [config.reward_weights.get(name, 1.0) for name in reward_names], "reward_weights"),
+            ("multi_objective_aggregation", "sum_then_normalize", "", MATCHED, "the reward is the weighted sum"),
+        ),
+        *section(
+            "sampling",
+            ("num_generations", G, "group_size"),
+            ("max_completion_length", config.max_new_tokens, "max_new_tokens"),
+            ("temperature", config.temperature, "temperature"),
+            ("top_p", config.top_p, "top_p"),
+            ("top_k", 0, "", MATCHED, "the workbench has no top-k"),
+            ("repetition_penalty", 1.0, "", MATCHED, "the workbench has no repetition penalty"),
+        ),
+        *section(
+            "batch: one optimizer step sees P x G completions, sampled for it",
+            ("per_device_train_batch_size", G, "group_size", EXACT, "completions per forward pass"),
+            ("gradient_accumulation_steps", P, "prompts_per_step", EXACT, "x per_device_train_batch_size = P x G"),
+            (
+                "steps_per_generation",
+                P,
+                "prompts_per_step",
+                EXACT,
+                "a batch sampled per step (TRL's default: the above)",
+            ),
+        ),
+        *section(
+            "objective",
+            ("beta", config.beta, "beta"),
+            ("use_bias_correction_kl", False, "", MATCHED, "the workbench's KL term is beta x k3, not ratio-weighted"),
+            ("epsilon", config.clip_epsilon, "clip_epsilon"),
+            (
+                "epsilon_high",
+                config.epsilon_high or config.clip_epsilon,
+                "epsilon_high",
+                EXACT,
+                "its 0 means clip_epsilon",
+            ),
+            ("importance_sampling_level", "token", "", MATCHED, "the workbench's ratio is per token"),
+            ("num_iterations", mu, "num_iterations"),
+            ("scale_rewards", config.scale_rewards, "scale_rewards"),
+            ("loss_type", loss_type, "loss_type", EXACT, bnpo),
+            ("mask_truncated_completions", config.mask_truncated_completions, "mask_truncated_completions"),
+            ("top_entropy_quantile", 1.0, "", MATCHED, "every completion token is in the loss"),
+            ("entropy_coef", 0.0, "", MATCHED, "the workbench has no entropy bonus"),
+        ),
+        *section(
+            "optimisation",
+            ("learning_rate", config.learning_rate, "learning_rate"),
+            ("lr_scheduler_type", schedule, "lr_scheduler_type"),
+            ("warmup_steps", config.warmup_steps * mu, "warmup_steps", EXACT, per_step),
+            ("weight_decay", config.weight_decay, "weight_decay"),
+            ("max_grad_norm", config.max_grad_norm, "max_grad_norm"),
+            ("max_steps", config.steps * mu, "steps", EXACT, per_step),
+            ("seed", config.seed, "seed"),
+            ("gradient_checkpointing", False, "", MATCHED, "no effect on the math; true saves memory"),
+        ),
+        *section(
+            "logging and saving",
+            ("logging_steps", 1, "", MATCHED, "the workbench logs every step"),
+            ("log_completions", True, "", MATCHED, "the workbench stores every completion"),
+            ("num_completions_to_print", G, "", MATCHED, "prints a group's worth per step"),
+            ("save_steps", config.checkpoint_every * mu, "checkpoint_every", EXACT, per_step),
+            ("output_dir", "output", "", MATCHED, "checkpoints and the adapter"),
+            ("run_name", run_id, "", MATCHED, "the workbench run's id"),
+            ("report_to", "none", "", MATCHED, "wandb or trackio to watch it there"),
+        ),
+    ]
+
+
+def unsupported(config: Config) -> list[str]:
+    """What GRPOTrainer cannot do of this config, each naming its field: the project then differs in kind."""
+    problems = []
+    estimator = config.advantage_estimator
+    if estimator != "grpo":
+        peer = {
+            "rloo": "TRL's RLOOTrainer (`trl rloo`) is the leave-one-out peer",
+            "ppo": "TRL's critic-based peer is its experimental PPOTrainer",
+        }.get(estimator, "GRPOTrainer always subtracts the group's mean")
+        problems.append(
+            f"advantage_estimator={estimator!r} is not GRPOTrainer's: it uses the group mean as the baseline "
+            f"('grpo'), so this project trains GRPO, not the run's estimator ({peer})"
+        )
+    if config.dynamic_sampling:
+        problems.append(
+            "dynamic_sampling=True has no GRPOTrainer equivalent: TRL trains on every sampled group, "
+            "also those whose rewards are all equal"
+        )
+    return problems
+
+
+def close_notes(config: Config, num_prompts: int, reward_versions: int) -> list[str]:
+    """Where the TRL run is close to the workbench run but not identical, besides the CLOSE settings."""
+    P = config.prompts_per_step
+    notes = [
+        "Same seed, different samples: TRL's sampler (transformers' generate) draws differently from the "
+        "workbench's, and the LoRA adapter's random init differs, so the runs agree in distribution, not "
+        "sample by sample.",
+        f"Prompt order: train.jsonl lists the {num_prompts} training prompts in the order the run drew them "
+        f"(its first epoch, seed {config.seed}) and shuffle_dataset is off, so TRL's first {num_prompts // P} "
+        f"steps see the run's prompts. Later epochs repeat that order where the workbench shuffles again, and "
+        f"TRL leaves out the last {num_prompts % P} prompts of each epoch (its batches are whole).",
+        "Dropout: disable_dropout zeroes the model's dropout modules in both; the workbench also zeroes the "
+        "attention dropout transformers applies as a float (attention_dropout), which TRL leaves on. Most "
+        "models have none.",
+        "Completion logging: the workbench stores every completion in DuckDB; log_completions prints a "
+        "table each logging step and sends it to report_to's trackers (wandb, trackio).",
+    ]
+    if config.num_iterations > 1 and (config.lr_scheduler_type != "constant" or config.warmup_steps):
+        notes.append(
+            "num_iterations > 1 with a changing learning rate: TRL moves the schedule at each of the "
+            "num_iterations optimizer steps on a batch, the workbench once per batch."
+        )
+    if reward_versions > 1:
+        notes.append(f"The run was scored by {reward_versions} reward versions; rewards.py is the last of them.")
+    return notes
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value  # TRL's lora_alpha is an int field
