@@ -335,9 +335,12 @@ def test_resume_refuses_changed_settings_and_stores_a_new_last_step(tmp_path):
         run(Config(steps=2, beta=0.1, **SMALL), tmp_path, resume=run_id)
     assert Store(tmp_path).run(run_id)["config"]["beta"] == 0.04
 
-    more = run(Config(steps=3, **SMALL), tmp_path, resume=run_id)
+    more = run(Config(steps=3, eval_steps=3, **SMALL), tmp_path, resume=run_id)  # evaluating changes no step
     assert [e.step for e in steps(more)] == [3]
     assert Store(tmp_path).run(run_id)["config"]["steps"] == 3
+    assert Store(tmp_path).evals(run_id).step.tolist() == [3]
+    with pytest.raises(ConfigError, match=r"eval_split=0.0 \(given 0.1\)"):  # it would change the training prompts
+        run(Config(steps=4, eval_split=0.1, **SMALL), tmp_path, resume=run_id)
 
     linear = run(Config(steps=2, lr_scheduler_type="linear", **SMALL), tmp_path / "linear")
     with pytest.raises(ConfigError, match=r"steps=2 \(given 3\)"):  # the schedule would change under it

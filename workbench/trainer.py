@@ -577,8 +577,19 @@ def _open_run(
     return resume, state.step
 
 
-# What a resumed run may change: when it ends and how it is run, never what its steps compute.
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "reward_time_limit", "reward_memory_mb", "device")
+# What a resumed run may change: when it ends, how it is run and evaluated, never what its steps compute
+# (an evaluation leaves the RNG as it found it; eval_split is not here: it decides the training prompts).
+RESUMABLE_CHANGES = (
+    "steps",
+    "checkpoint_every",
+    "reward_time_limit",
+    "reward_memory_mb",
+    "device",
+    "eval_steps",
+    "eval_max_prompts",
+    "eval_num_generations",
+    "eval_success_reward",
+)
 
 
 def check_resumable(store: Store, run_id: str, config: Config) -> None:
