@@ -52,6 +52,7 @@ from workbench.trl_settings import (
 )
 
 PINNED = ("trl", "transformers", "peft", "torch", "accelerate", "datasets")
+FILES = ("grpo.yaml", "rewards.py", "train.jsonl", "eval.jsonl", "launch.sh", "requirements.txt", "PARITY.md")
 
 
 class ExportError(ValueError):
@@ -144,11 +145,11 @@ def grpo_yaml(settings: list[Setting], run_id: str, problems: list[str]) -> str:
         if setting.section != section:
             section = setting.section
             lines += ["", f"# {section}"]
-        line = yaml.safe_dump({setting.name: setting.value}, default_flow_style=None, sort_keys=False, width=10**6)
-        line = line.rstrip("\n")
-        if setting.source and setting.source != setting.name and "\n" not in line:
-            line += f"  # {setting.source}"
-        lines.append(line)
+        text = yaml.safe_dump({setting.name: setting.value}, default_flow_style=False, sort_keys=False, width=10**6)
+        text = text.rstrip("\n")
+        if setting.source and setting.source != setting.name and "\n" not in text:
+            text += f"  # {setting.source}"
+        lines.append(text)
     return "\n".join(lines) + "\n"
 
 
@@ -189,8 +190,12 @@ def parity_markdown(config: Config, settings: list[Setting], run: dict, problems
         ],
     )
     lines += ["", "## Close, not identical", ""]
-    close = [f"{s.name} ({s.source}): {s.note}." for s in settings if s.parity == CLOSE]
-    lines += [f"- {note}" for note in close + notes]
+    close = {}  # one line per note: dtype and bf16 share precision's
+    for s in settings:
+        if s.parity == CLOSE:
+            close.setdefault((s.source, s.note), []).append(s.name)
+    lines += [f"- {', '.join(names)} ({source}): {note}." for (source, note), names in close.items()]
+    lines += [f"- {note}" for note in notes]
     lines += ["", "## No TRL equivalent (not mapped)", ""]
     defaults = Config()
     lines += _table(
@@ -261,7 +266,7 @@ esac
 NODE_ARGS=()
 if (( NODES > 1 )); then
   NODE_ARGS=(--num_machines "$NODES" --machine_rank "${{NODE_RANK:?set NODE_RANK: 0 on the main node, then 1, 2, ...}}"
-             --main_process_ip "${{MASTER_ADDR:?set MASTER_ADDR: the main node's address}}"
+             --main_process_ip "${{MASTER_ADDR:?set MASTER_ADDR to the address of node 0}}"
              --main_process_port "${{MASTER_PORT:-29500}}")
 fi
 exec trl grpo --config grpo.yaml --accelerate_config "$ACCELERATE_CONFIG" --num_processes "$PROCESSES" \\
