@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from workbench.checkpoint import checkpoint_folder
 from workbench.cli import command_line, python_code
 from workbench.config import ConfigError
 from workbench.dryrun import dry_run
@@ -124,6 +125,8 @@ def build_app(workspace: str) -> gr.Blocks:
 
 
 def _latest_resumable(store: Store) -> str | None:
+    """The newest run that ended early and has a checkpoint to go on from (a run TRL trained has none)."""
     runs = store.runs()
     resumable = runs[runs.status.isin(RESUMABLE)]
-    return None if resumable.empty else resumable.run_id.iloc[0]
+    with_checkpoint = resumable.run_id.map(lambda run_id: checkpoint_folder(store.workspace, run_id).exists())
+    return None if not with_checkpoint.any() else resumable.run_id[with_checkpoint].iloc[0]
