@@ -3,6 +3,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -14,19 +15,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
 
 
-@pytest.fixture
-def app_url(tmp_path):
+@contextmanager
+def serve_app(workspace):
+    """`python app.py` on a free port for `workspace`, until the block ends.  -> its URL"""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen(
-        [sys.executable, APP, "--port", str(port), "--workspace", str(tmp_path)],
+        [sys.executable, APP, "--port", str(port), "--workspace", str(workspace)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -34,6 +35,14 @@ def app_url(tmp_path):
             break
         except OSError:
             time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def app_url(tmp_path):
+    with serve_app(tmp_path) as url:
+        yield url

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import serve_app
 
 from workbench import Config, Store, load_task, train
 from workbench.export import FILES, ExportError, export_trl, grpo_yaml, launch_script, parity_markdown
@@ -308,26 +308,8 @@ def test_an_exported_run_trains_with_trl_and_samples_like_the_workbench(trained,
 @pytest.fixture
 def app_on(trained):
     """The app serving the trained run's workspace."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = Path(__file__).parent.parent / "app.py"
-    process = subprocess.Popen(
-        [sys.executable, str(app), "--port", str(port), "--workspace", str(trained.workspace)],
-        env=os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}/"
-    process.terminate()
-    process.wait(timeout=30)
+    with serve_app(trained.workspace) as url:
+        yield url
 
 
 def test_the_runs_tab_hands_out_the_project_as_a_zip(trained, app_on):
