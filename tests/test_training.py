@@ -356,8 +356,7 @@ def test_the_cli_refuses_a_resume_with_changed_settings(tmp_path, capsys):
 
 
 def test_micro_batches_are_whole_groups_within_the_token_budget():
-    from workbench.rollout import Rollouts
-    from workbench.trainer import micro_batches
+    from workbench.rollout import Rollouts, micro_batches
 
     # three groups of 2, prompts padded to 5 tokens; longest completions 4, 1, 6 tokens
     prompt_lengths, completion_lengths = [3, 3, 5, 4, 2, 2], [4, 2, 1, 1, 6, 3]

@@ -21,7 +21,7 @@ from torch import Tensor
 from workbench import grpo
 from workbench.config import Config
 from workbench.policy import Policy, load_policy
-from workbench.rollout import Rollouts, micro_batches
+from workbench.rollout import Rollouts, micro_batch_parts
 
 CRITIC_STATE = "critic_state.pt"  # the value head and the critic's optimizer
 
@@ -73,12 +73,11 @@ def update_critic(critic: Critic, batches: list[tuple[Rollouts, Tensor, Tensor, 
     """
     G = config.group_size
     batch_tokens = sum(int(mask.sum()) for _, mask, _, _ in batches)
-    parts = []
-    for rollouts, mask, old, returns in batches:
-        for rows in micro_batches(rollouts, G, config.micro_batch_tokens):
-            part = rollouts.select(rows)
-            width = part.completion_ids.shape[1]  # select cuts to the part's longest completion
-            parts.append((part, mask[rows, :width], old[rows, :width], returns[rows, :width]))
+    parts = [
+        part
+        for rollouts, *targets in batches
+        for part in micro_batch_parts(rollouts, tuple(targets), G, config.micro_batch_tokens)
+    ]
     total = 0.0
     with critic.backbone.training():
         for _ in range(config.num_iterations):

@@ -198,3 +198,16 @@ def micro_batches(rollouts: Rollouts, group_size: int, max_tokens: int) -> list[
             first, longest = g, completion
     slices.append(slice(first * group_size, len(completion_lengths) * group_size))
     return slices
+
+
+def micro_batch_parts(
+    rollouts: Rollouts, tensors: tuple[Tensor, ...], group_size: int, max_tokens: int
+) -> list[tuple[Rollouts, ...]]:
+    """The `micro_batches` of the rollouts, each with the same rows of per-completion tensors: (B,), or
+    (B, T) cut to the part's own longest completion as `Rollouts.select` cuts it.  -> (part, *tensors) each"""
+    parts = []
+    for rows in micro_batches(rollouts, group_size, max_tokens):
+        part = rollouts.select(rows)
+        width = part.completion_ids.shape[1]
+        parts.append((part, *(t[rows] if t.dim() == 1 else t[rows, :width] for t in tensors)))
+    return parts

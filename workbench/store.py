@@ -455,6 +455,43 @@ class StepWriter:
             raise StoreError(f"writing a step to {self.store.path} failed: {self.error}") from self.error
 
 
+def rollout_rows(
+    run_id: str,
+    step: int,
+    groups: list[Group],
+    columns: list[dict],
+    completion_ids: list[list[int] | None],
+    reward_version: str,
+) -> dict[str, list[dict]]:
+    """The `rollouts` and `reward_values` rows of a step's groups, as `Store.group` reads them back.
+
+    columns: each group's dataset columns besides its prompt; completion_ids: each completion's token
+    ids, group by group."""
+    rollouts, values = [], []
+    for group, extra in zip(groups, columns, strict=True):
+        prompt = group.prompt if isinstance(group.prompt, str) else json.dumps(group.prompt)
+        extra_columns = json.dumps(extra, default=str)
+        for k, completion in enumerate(group.completions):
+            key = dict(run_id=run_id, step=step, group_id=group.group_id, sample_idx=k)
+            rollouts.append(
+                key
+                | dict(
+                    prompt=prompt,
+                    completion=completion,
+                    reward=group.rewards[k],
+                    advantage=group.advantages[k],
+                    num_tokens=group.num_tokens[k],
+                    truncated=group.truncated[k],
+                    reward_version=reward_version,
+                    completion_ids=completion_ids[len(rollouts)],
+                    extra_columns=extra_columns,
+                    dropped=group.dropped,
+                )
+            )
+            values += [key | dict(name=name, value=v[k]) for name, v in group.reward_values.items()]
+    return {"rollouts": rollouts, "reward_values": values}
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Record the schema version of a new store, or upgrade an older one step by step."""
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

@@ -120,6 +120,13 @@ def plan(base: Config, grid: dict[str, list], seeds: list[int]) -> list[SweepRun
     return runs
 
 
+def checked_plan(base: Config, grid: dict[str, list], seeds: list[int], parallel: int) -> list[SweepRun]:
+    """`plan`, with `parallel` (runs training at once) checked too: what a sweep checks before it starts."""
+    if parallel < 1:
+        raise ConfigError(f"parallel must be at least 1 (runs training at once), got {parallel}")
+    return plan(base, grid, seeds)
+
+
 def point_label(grid: dict) -> str:
     """A grid point as one label, 'group_size=2 beta=0.04' (`Store.sweep` names its `point` so)."""
     return " ".join(f"{name}={value}" for name, value in grid.items()) or "(no grid)"
@@ -144,9 +151,7 @@ def run_sweep(
     and the others go on.  -> the runs that failed
 
     Each run's output goes to `<workspace>/sweeps/<sweep_id>/run-<n>.log`."""
-    if parallel < 1:
-        raise ConfigError(f"parallel must be at least 1 (runs training at once), got {parallel}")
-    runs = plan(base, grid, seeds)
+    runs = checked_plan(base, grid, seeds, parallel)
     sweep_id = sweep_id or new_sweep_id(task)
     logs = Path(workspace) / "sweeps" / sweep_id
     logs.mkdir(parents=True, exist_ok=True)
@@ -252,9 +257,7 @@ def start_sweep(
 ) -> tuple[str, int, str, Path]:
     """Start `python -m workbench sweep` in the background (the app does); a grid point that Config
     refuses raises here, before anything starts.  -> (the sweep's id, its runs, its command line, its log)"""
-    runs = plan(base, grid, seeds)
-    if parallel < 1:
-        raise ConfigError(f"parallel must be at least 1 (runs training at once), got {parallel}")
+    runs = checked_plan(base, grid, seeds, parallel)
     sweep_id = new_sweep_id(task)
     arguments = sweep_arguments(base, task, grid, seeds, workspace, parallel, reward_file, sweep_id)
     log = Path(workspace) / "sweeps" / f"{sweep_id}.log"

@@ -46,9 +46,9 @@ from workbench.events import (
 )
 from workbench.hardware import peak_memory_mib, reset_peak_memory
 from workbench.policy import Policy, load_policy
-from workbench.rollout import Rollouts, micro_batches, sample_groups
+from workbench.rollout import Rollouts, micro_batch_parts, sample_groups
 from workbench.scoring import RewardError, RewardSource, Scorer, Scores
-from workbench.store import StepWriter, Store
+from workbench.store import StepWriter, Store, rollout_rows
 from workbench.tasks import Task
 
 
@@ -264,8 +264,10 @@ def critic_advantages(
     advantages, trained_tokens = [], []
     for one, mask in zip(rounds, trained):
         completion_mask = one.rollouts.completion_mask.cpu()
-        values = None if critic is None else critic.values(one.rollouts, config.group_size).float().cpu()
-        one.values = torch.zeros(completion_mask.shape) if values is None else values
+        if critic is None:
+            one.values = torch.zeros(completion_mask.shape)
+        else:
+            one.values = critic.values(one.rollouts, config.group_size).float().cpu()
         a, one.returns = grpo.gae(one.rewards, one.values, completion_mask, config.gae_lambda)
         in_batch = mask.repeat_interleave(config.group_size).unsqueeze(1)  # (B, 1)
         advantages.append(a * in_batch)
@@ -355,12 +357,9 @@ def update(
     batch_completions = sum(len(rollouts.completions) for rollouts, _ in batches)
     batch_tokens = sum(int(loss_mask(rollouts, config).sum()) for rollouts, _ in batches)
     sampled_tokens = sum(int(rollouts.completion_mask.sum()) for rollouts, _ in batches)
-    parts = []
-    for rollouts, advantages in batches:
-        for rows in micro_batches(rollouts, G, config.micro_batch_tokens):
-            part = rollouts.select(rows)
-            a = advantages[rows]  # (b,), or (b, T) per token, cut as `select` cuts the completions
-            parts.append((part, a if a.dim() == 1 else a[:, : part.completion_ids.shape[1]]))
+    parts = [
+        part for rollouts, a in batches for part in micro_batch_parts(rollouts, (a,), G, config.micro_batch_tokens)
+    ]
     pass_inputs = [part.model_inputs() for part, _ in parts]
     temperature = config.temperature
     ref_log_probs = [
@@ -429,29 +428,36 @@ def _old_log_probs(policy: Policy, inputs, group_size: int, temperature: float) 
 
 def step_metrics(rounds: list[Round], group_size: int) -> dict:
     """Reward and completion statistics of a step over every group it sampled, in every round
-    (TRL's metrics, named as the store's columns).
-
-    Unscored completions (NaN rewards) are left out of the reward statistics and counted."""
-    rewards = torch.cat([one.rewards for one in rounds])  # (rounds x B,)
-    group_std = grpo.group_std(rewards.view(-1, group_size))  # (groups, 1), NaN below 2 scored
+    (TRL's metrics, named as the store's columns)."""
     values = {name: [v for one in rounds for v in one.scores.values[name]] for name in rounds[0].scores.values}
-    function_means = {
-        name: sum(v for v in vs if v is not None) / max(1, sum(v is not None for v in vs))
-        for name, vs in values.items()
-    }
     num_tokens = torch.cat([one.rollouts.num_tokens for one in rounds]).float()
     entropy = sum(one.rollouts.entropies.sum() for one in rounds) / num_tokens.sum()
-    return {
-        "reward_mean": _finite(rewards.nanmean()),
-        "reward_std": _finite(group_std[group_std.isfinite()].mean()),  # within-group std, mean over groups
-        "frac_zero_std": grpo.zero_std_fraction(rewards, group_size),
-        "unscored_frac": rewards.isnan().float().mean().item(),
+    return reward_statistics(torch.cat([one.rewards for one in rounds]), group_size) | {
         "completion_tokens_mean": num_tokens.mean().item(),
         "entropy": entropy.item(),  # per completion token
         "truncated_frac": torch.cat([one.rollouts.truncated for one in rounds]).float().mean().item(),
-        "reward_function_means": function_means,
+        "reward_function_means": {name: _mean(vs) for name, vs in values.items()},
         "sampling_rounds": len(rounds),
     }
+
+
+def reward_statistics(rewards: torch.Tensor, group_size: int) -> dict:
+    """The `steps` columns of a step's rewards (B,), group by group: reward_mean, reward_std (the
+    within-group std, mean over groups), frac_zero_std, and unscored_frac. Unscored completions (NaN)
+    are left out of the statistics and counted."""
+    group_std = grpo.group_std(rewards.view(-1, group_size))  # (groups, 1), NaN below 2 scored
+    return {
+        "reward_mean": _finite(rewards.nanmean()),
+        "reward_std": _finite(group_std[group_std.isfinite()].mean()),
+        "frac_zero_std": grpo.zero_std_fraction(rewards, group_size),
+        "unscored_frac": rewards.isnan().float().mean().item(),
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of the scored values (None where a function returned None), 0 when none was scored."""
+    scored = [v for v in values if v is not None]
+    return sum(scored) / max(1, len(scored))
 
 
 def _finite(value: torch.Tensor) -> float | None:
@@ -512,29 +518,7 @@ def _step_rows(
         "reward_function_means": json.dumps(metrics["reward_function_means"]),
     }
     completion_ids = [ids for one in rounds for ids in one.rollouts.completion_id_lists]
-    rows = [row for one in rounds for row in one.rows]
-    stored, values = [], []
-    for group, row in zip(groups, rows, strict=True):
-        prompt = group.prompt if isinstance(group.prompt, str) else json.dumps(group.prompt)
-        extra_columns = json.dumps({k: v for k, v in row.items() if k != "prompt"}, default=str)
-        for k, completion in enumerate(group.completions):
-            key = dict(run_id=run_id, step=step, group_id=group.group_id, sample_idx=k)
-            stored.append(
-                key
-                | dict(
-                    prompt=prompt,
-                    completion=completion,
-                    reward=group.rewards[k],
-                    advantage=group.advantages[k],
-                    num_tokens=group.num_tokens[k],
-                    truncated=group.truncated[k],
-                    reward_version=source.version,
-                    completion_ids=completion_ids[len(stored)],
-                    extra_columns=extra_columns,
-                    dropped=group.dropped,
-                )
-            )
-            values += [key | dict(name=name, value=v[k]) for name, v in group.reward_values.items()]
+    columns = [{k: v for k, v in row.items() if k != "prompt"} for one in rounds for row in one.rows]
     logs = [dict(run_id=run_id, step=step, name=name, output=text) for name, text in reward_output(rounds).items()]
     versions = (
         []
@@ -543,8 +527,7 @@ def _step_rows(
     )
     return {
         "steps": [step_row],
-        "rollouts": stored,
-        "reward_values": values,
+        **rollout_rows(run_id, step, groups, columns, completion_ids, source.version),
         "reward_logs": logs,
         "reward_versions": versions,
     }

@@ -43,16 +43,18 @@ from accelerate.utils import broadcast_object_list, gather_object
 from transformers import TrainerCallback
 from trl.trainer.utils import is_async_callable
 
+from workbench import grpo
 from workbench.checkpoint import run_folder
 from workbench.config import Config, ConfigError
+from workbench.events import Group
 from workbench.hardware import peak_memory_mib
 from workbench.scoring import RewardSource
-from workbench.store import Store
+from workbench.store import Store, rollout_rows
+from workbench.trainer import reward_statistics
 
 # TRL's logged metric -> the `steps` column it fills (TRL 1.16's names; a missing one stays NULL).
 METRICS = {
-    "reward": "reward_mean",
-    "reward_std": "reward_std",
+    "reward": "reward_mean",  # (TRL's reward_std is the batch's std: the store's is computed from the groups)
     "frac_reward_zero_std": "frac_zero_std",
     "kl": "kl",
     "loss": "loss",
@@ -66,7 +68,7 @@ METRICS = {
     "sampling/sampling_logp_difference/max": "sampling_logp_diff_max",
 }
 logger = logging.getLogger(__name__)
-STEP_COLUMNS = ("run_id", "step", *METRICS.values(), "unscored_frac", "seconds", "reward_function_means")
+STEP_COLUMNS = ("run_id", "step", *METRICS.values(), "reward_std", "unscored_frac", "seconds", "reward_function_means")
 NOT_COLUMNS = ("trainer_state", "log_extra", "log_metric", "environments")  # reward kwargs that are not data
 
 
@@ -225,33 +227,26 @@ class Watcher:
             self.store.set_status(self.run_id, status, f"{type(error).__name__}: {error}")
 
     def _rows(self, step: int, records: list[dict], seconds: float, metrics: dict) -> dict:
-        """A step's rows for each table, in the layout of the workbench trainer's (`trainer._step_rows`)."""
+        """A step's rows for each table, in the store's layout (`store.rollout_rows`)."""
         G = self.trainer.num_generations
         step_row = dict.fromkeys(STEP_COLUMNS) | dict(run_id=self.run_id, step=step, seconds=seconds)
-        # The reward statistics of the step's own completions: TRL's logged ones are the same numbers when
-        # it logs every step, and a mean over the logging window otherwise.
+        # The reward statistics of the step's own completions, as the workbench's trainer computes them
         step_row |= metrics | record_metrics(records, G, self.names)
         step_row["reward_function_means"] = json.dumps(step_row["reward_function_means"] or {})
-        rollouts, values = [], []
-        for n, record in enumerate(records):
-            key = dict(run_id=self.run_id, step=step, group_id=n // G, sample_idx=n % G)
-            rollouts.append(
-                key
-                | {name: record[name] for name in ("prompt", "completion", "reward", "advantage", "num_tokens")}
-                | dict(
-                    truncated=record["truncated"],
-                    reward_version=self.source.version,
-                    completion_ids=record["completion_ids"],
-                    extra_columns=json.dumps(record["columns"], default=str),
-                    dropped=False,
-                )
-            )
-            values += [key | dict(name=name, value=value) for name, value in record["values"].items()]
+        groups = [records[k : k + G] for k in range(0, len(records), G)]
+        rows = rollout_rows(
+            self.run_id,
+            step,
+            [as_group(n, group, self.names) for n, group in enumerate(groups)],
+            [group[0]["columns"] for group in groups],
+            [record["completion_ids"] for record in records],
+            self.source.version,
+        )
         versions = []
         if records and not self.source_stored:  # the rollouts' reward_version names it
             versions = [dict(version=self.source.version, filename=self.source.filename, source=self.source.text)]
             self.source_stored = True
-        return {"steps": [step_row], "rollouts": rollouts, "reward_values": values, "reward_versions": versions}
+        return {"steps": [step_row], **rows, "reward_versions": versions}
 
 
 class StoreCallback(TrainerCallback):
@@ -277,26 +272,33 @@ class StoreCallback(TrainerCallback):
         self.watcher.ended(state.global_step)
 
 
+def as_group(group_id: int, records: list[dict], names: list[str]) -> Group:
+    """G records of one prompt as the workbench's Group."""
+    return Group(
+        group_id=group_id,
+        prompt=records[0]["prompt"],
+        completions=[r["completion"] for r in records],
+        rewards=[r["reward"] for r in records],
+        reward_values={name: [r["values"][name] for r in records] for name in names},
+        advantages=[r["advantage"] for r in records],
+        num_tokens=[r["num_tokens"] for r in records],
+        truncated=[r["truncated"] for r in records],
+    )
+
+
 def record_metrics(records: list[dict], group_size: int, names: list[str]) -> dict:
-    """A step's reward and length statistics from its stored completions (they replace TRL's logged ones)."""
+    """A step's reward and length statistics from its stored completions (they replace TRL's logged ones:
+    TRL 1.16's reward_std is the whole batch's, the store's the mean within-group std)."""
     if not records:
         return {}
-    rewards = [r["reward"] for r in records]
-    scored = [r for r in rewards if r is not None]
-    mean = sum(scored) / len(scored) if scored else None
-    std = math.sqrt(sum((r - mean) ** 2 for r in scored) / (len(scored) - 1)) if len(scored) > 1 else None
-    groups = [rewards[k : k + group_size] for k in range(0, len(rewards), group_size)]
+    rewards = grpo.reward_tensor([r["reward"] for r in records])
     means = {}
     for name in names:
         values = [r["values"][name] for r in records if r["values"][name] is not None]
         means[name] = sum(values) / len(values) if values else None
-    return dict(
-        reward_mean=mean,
-        reward_std=std,
-        frac_zero_std=sum(len(set(g)) == 1 for g in groups) / len(groups),
+    return reward_statistics(rewards, group_size) | dict(
         completion_tokens_mean=sum(r["num_tokens"] for r in records) / len(records),
         truncated_frac=sum(r["truncated"] for r in records) / len(records),
-        unscored_frac=1 - len(scored) / len(records),
         reward_function_means=means,
     )
 
