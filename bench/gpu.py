@@ -55,7 +55,7 @@ def build_model(folder: Path) -> str:
     """Qwen2.5-0.5B's shape with random weights and the tiny model's tokenizer, saved in bf16."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from workbench.tiny import build_tokenizer
+    from workbench.engine.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     config = Qwen2Config(pad_token_id=tokenizer.pad_token_id, eos_token_id=-1, bos_token_id=-1, **SHAPE)
@@ -71,7 +71,8 @@ def no_eos(policy_module) -> None:
 
 
 def measure_workbench(model: str, steps: int) -> dict:
-    from workbench import Config, load_task, policy, train
+    from workbench import Config, load_task, train
+    from workbench.engine import policy
     from workbench.events import StepFinished
 
     no_eos(policy)
@@ -98,7 +99,7 @@ def measure_trl(model: str, steps: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from workbench.tasks import load_task
+    from workbench.rewards.tasks import load_task
 
     times = []
 

@@ -1,4 +1,4 @@
-"""The seed's four claims about GRPO, measured (workbench.lab): the README's "GRPO lab" tables.
+"""The seed's four claims about GRPO, measured (workbench.engine.lab): the README's "GRPO lab" tables.
 
     python bench/lab.py [--parts memory variance signal beta] [--models tiny smollm2]
 
@@ -26,13 +26,14 @@ import dataclasses
 import statistics
 import tempfile
 
-from workbench import Config, Store, lab, load_task
-from workbench.checkpoint import checkpoint_folder
-from workbench.critic import load_critic
-from workbench.hub import ModelLoadError, resolve_model
-from workbench.policy import load_policy
-from workbench.sweep import run_sweep, summary
-from workbench.trainer import train
+from workbench import Config, Store, load_task
+from workbench.engine import lab
+from workbench.engine.checkpoint import checkpoint_folder
+from workbench.engine.critic import load_critic
+from workbench.engine.hub import ModelLoadError, resolve_model
+from workbench.engine.policy import load_policy
+from workbench.engine.sweep import run_sweep, summary
+from workbench.engine.trainer import train
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 REAL_MODEL = dict(model=SMOLLM2, prompts_per_step=4, max_new_tokens=32, learning_rate=2e-4)  # bench/tasks.py's

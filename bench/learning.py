@@ -18,9 +18,9 @@ import time
 import torch
 
 from workbench import Config, load_task, train
-from workbench.checkpoint import checkpoint_folder
+from workbench.engine.checkpoint import checkpoint_folder
+from workbench.engine.policy import Policy, load_policy
 from workbench.events import StepFinished
-from workbench.policy import Policy, load_policy
 
 
 def held_out_problems(task, count: int = 300) -> list[tuple[str, str]]:

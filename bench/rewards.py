@@ -18,10 +18,10 @@ import time
 from types import SimpleNamespace
 
 from workbench.config import Config
-from workbench.dryrun import dry_run
-from workbench.policy import load_policy
-from workbench.scoring import Scorer, completions_for_trl
-from workbench.tasks import load_task
+from workbench.engine.dryrun import dry_run
+from workbench.engine.policy import load_policy
+from workbench.rewards.scoring import Scorer, completions_for_trl
+from workbench.rewards.tasks import load_task
 
 
 def step_batch(task, prompts: int = 8, group_size: int = 8):

@@ -55,7 +55,7 @@ def small_model(folder: Path) -> str:
     """A ~25M-parameter Qwen2 with the tiny model's tokenizer, random weights, saved to `folder`."""
     from transformers import Qwen2ForCausalLM
 
-    from workbench.tiny import MODEL_SHAPE, build_tokenizer, qwen2_config
+    from workbench.engine.tiny import MODEL_SHAPE, build_tokenizer, qwen2_config
 
     if not (folder / "config.json").exists():
         tokenizer = build_tokenizer()
@@ -95,7 +95,7 @@ def measure_trl(name: str, model: str, steps: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from workbench.tasks import load_task
+    from workbench.rewards.tasks import load_task
 
     task_name, changes = WORK[name]
     settings = SETTINGS | changes
@@ -186,8 +186,8 @@ def main() -> None:
         print(json.dumps(measure(args.models[0], args.model_path, args.steps)))
         return
 
-    from workbench.hub import SMOLLM2, cache_root, resolve_model
-    from workbench.tiny import tiny_model_path
+    from workbench.engine.hub import SMOLLM2, cache_root, resolve_model
+    from workbench.engine.tiny import tiny_model_path
 
     paths = {
         "tiny": lambda: str(tiny_model_path()),

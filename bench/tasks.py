@@ -22,10 +22,10 @@ import tempfile
 from learning import train_for  # bench/learning.py
 
 from workbench import Config, load_task
-from workbench.checkpoint import checkpoint_folder
-from workbench.dryrun import dry_run
-from workbench.policy import load_policy
-from workbench.tasks import sample_task_names
+from workbench.engine.checkpoint import checkpoint_folder
+from workbench.engine.dryrun import dry_run
+from workbench.engine.policy import load_policy
+from workbench.rewards.tasks import sample_task_names
 
 # A real model's settings: 4 chat prompts x 8 completions, replies up to 32 tokens, a lower learning rate.
 REAL_MODEL = dict(prompts_per_step=4, max_new_tokens=32, learning_rate=2e-4)

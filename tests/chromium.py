@@ -23,3 +23,27 @@ def fill_stable(page, selector: str, text: str) -> None:
         if box.input_value() == text:
             return
     raise AssertionError(f"{selector} did not keep {text!r}")
+
+
+def set_code(page, text: str) -> None:
+    """Replace the editor's text; retried because Gradio can reset a value typed right after load."""
+    lines = "Array.from(document.querySelectorAll('#reward-editor .cm-line')).map(l => l.textContent).join('\\n')"
+    for _ in range(20):
+        page.click("#reward-editor .cm-content")
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text(text)
+        page.wait_for_timeout(150)
+        if page.evaluate(lines).rstrip("\n") == text.rstrip("\n"):
+            return
+    raise AssertionError("the editor did not keep the text")
+
+
+def assert_tokens_shown(page, view: str, tokens) -> None:
+    """The token view `#view` shows `tokens` (`Store.token_view`'s frame): a span per token, its numbers as stored."""
+    import pytest
+
+    spans = page.locator(f"#{view} span.token")
+    assert spans.count() == len(tokens) > 0
+    for column in ("logprob", "ref_logprob", "ratio", "kl", "entropy", "contribution"):
+        shown = spans.evaluate_all(f"s => s.map(t => JSON.parse(t.getAttribute('data-{column.replace('_', '-')}')))")
+        assert shown == pytest.approx(tokens[column].tolist(), abs=1e-6), column

@@ -46,3 +46,15 @@ def serve_app(workspace):
 def app_url(tmp_path):
     with serve_app(tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium, headless, through playwright."""
+    from chromium import CHROMIUM, FLAGS
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()

@@ -8,7 +8,7 @@ import time
 from gradio_client import Client, handle_file
 
 from workbench.config import Config
-from workbench.tasks import load_task
+from workbench.rewards.tasks import load_task
 from workbench.ui import config_form
 
 SMALL = config_form.values(Config(steps=3, group_size=4, prompts_per_step=2, max_new_tokens=8))

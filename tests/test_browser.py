@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from chromium import CHROMIUM, FLAGS, fill_stable
+from chromium import CHROMIUM, FLAGS, fill_stable, set_code
 
 PROMPTS = "".join(
     f'{{"prompt": "{a}+{b}=", "answer": "{a + b}"}}\n' for a, b in [(12, 30), (25, 25), (41, 17), (33, 9)]
@@ -39,19 +39,6 @@ def page(app_url):
         page.wait_for_selector("#reward-editor .cm-content")
         yield page
         browser.close()
-
-
-def set_code(page, text: str) -> None:
-    """Replace the editor's text; retried because Gradio can reset a value typed right after load."""
-    lines = "Array.from(document.querySelectorAll('#reward-editor .cm-line')).map(l => l.textContent).join('\\n')"
-    for _ in range(20):
-        page.click("#reward-editor .cm-content")
-        page.keyboard.press("Control+A")
-        page.keyboard.insert_text(text)
-        page.wait_for_timeout(150)
-        if page.evaluate(lines).rstrip("\n") == text.rstrip("\n"):
-            return
-    raise AssertionError("the editor did not keep the text")
 
 
 def wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:

@@ -73,8 +73,8 @@ def test_a_stored_boolean_scale_rewards_loads_as_its_name():
 
 
 def test_the_choices_are_the_math_modules():
-    from workbench import grpo
     from workbench.config import CHOICES
+    from workbench.engine import grpo
 
     assert CHOICES["advantage_estimator"] == grpo.ESTIMATORS and CHOICES["loss_type"] == grpo.LOSS_TYPES
 

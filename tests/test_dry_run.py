@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from workbench import Config, Store, load_task, train
-from workbench.dryrun import dry_run
+from workbench.engine.dryrun import dry_run
+from workbench.engine.rescoring import rescore
 from workbench.events import GroupsScored
-from workbench.rescoring import rescore
-from workbench.scoring import RewardSource
-from workbench.store import StoreError
+from workbench.rewards.scoring import RewardSource
+from workbench.store.database import StoreError
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8)
 LENGTH = RewardSource("def length(completions, **kwargs):\n    return [float(len(c)) for c in completions]\n")

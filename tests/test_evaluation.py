@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from workbench import Config, ConfigError, Store, load_task, train
-from workbench.evaluation import GREEDY_TOP_P, pass_at_k
+from workbench.engine.evaluation import GREEDY_TOP_P, pass_at_k
+from workbench.engine.policy import load_policy
+from workbench.engine.rollout import sample_groups
 from workbench.events import Evaluated, RunFinished
 from workbench.plots import training_curves
-from workbench.policy import load_policy
-from workbench.rollout import sample_groups
-from workbench.tasks import SAMPLE_TASKS
+from workbench.rewards.tasks import SAMPLE_TASKS
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8, checkpoint_every=100)
 EVAL = dict(eval_steps=2, eval_max_prompts=5, eval_num_generations=4)

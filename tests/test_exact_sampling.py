@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from workbench import Config, Store, load_task, train
-from workbench import policy as policy_module
-from workbench.policy import load_policy
-from workbench.rollout import sample_groups
-from workbench.tiny import tiny_model_path
+from workbench.engine import policy as policy_module
+from workbench.engine.policy import load_policy
+from workbench.engine.rollout import sample_groups
+from workbench.engine.tiny import tiny_model_path
 
 TASK = load_task("arithmetic")
 

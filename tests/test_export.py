@@ -23,10 +23,17 @@ import yaml
 from conftest import serve_app
 
 from workbench import Config, Store, load_task, train
-from workbench.export import FILES, ExportError, export_trl, grpo_yaml, launch_script, parity_markdown
-from workbench.store import StoreError
-from workbench.tiny import tiny_model_path
-from workbench.trl_settings import NOT_MAPPED, TRL_DEFAULTS, TRL_VERSION, close_notes, trl_settings, unsupported
+from workbench.engine.tiny import tiny_model_path
+from workbench.integrations.export import FILES, ExportError, export_trl, grpo_yaml, launch_script, parity_markdown
+from workbench.integrations.trl_settings import (
+    NOT_MAPPED,
+    TRL_DEFAULTS,
+    TRL_VERSION,
+    close_notes,
+    trl_settings,
+    unsupported,
+)
+from workbench.store.database import StoreError
 
 trl = pytest.importorskip("trl")  # a dev extra: the peer the export is for
 

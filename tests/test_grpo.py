@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from workbench import grpo
+from workbench.engine import grpo
 
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])  # two groups, G = 4
 

@@ -1,12 +1,13 @@
-"""workbench.lab: the seed's claims measured; the numbers checked by hand where they can be."""
+"""workbench.engine.lab: the seed's claims measured; the numbers checked by hand where they can be."""
 
 import pytest
 import torch
 
-from workbench import Config, lab, load_task
-from workbench.critic import load_critic
-from workbench.policy import load_policy
-from workbench.scoring import RewardSource
+from workbench import Config, load_task
+from workbench.engine import lab
+from workbench.engine.critic import load_critic
+from workbench.engine.policy import load_policy
+from workbench.rewards.scoring import RewardSource
 
 SMALL = dict(prompts_per_step=2, max_new_tokens=8, advantage_estimator="ppo", scale_rewards="none")
 

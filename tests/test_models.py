@@ -16,11 +16,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from workbench import Config, Store, hub, load_task, train
+from workbench import Config, Store, load_task, train
+from workbench.engine import hub
+from workbench.engine.hub import SMOLLM2, ModelLoadError
+from workbench.engine.policy import load_policy
+from workbench.engine.tiny import SHIPPED, recipe, shipped_recipe, tiny_model_path
 from workbench.events import StepFinished
-from workbench.hub import SMOLLM2, ModelLoadError
-from workbench.policy import load_policy
-from workbench.tiny import SHIPPED, recipe, shipped_recipe, tiny_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

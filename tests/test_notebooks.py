@@ -50,11 +50,3 @@ def test_notebook_is_committed_clean_and_runs(path, tmp_path):
     client.execute(env=env)  # raises CellExecutionError, with the cell and its traceback, when a cell fails
 
     assert notebook.cells[0].outputs[0].text.strip() == sys.executable
-    errors = [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "error"
-    ]
-    assert not errors

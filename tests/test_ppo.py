@@ -5,11 +5,12 @@ import threading
 import pytest
 import torch
 
-from workbench import Config, ConfigError, Store, load_task, train, trainer
-from workbench.checkpoint import checkpoint_folder
-from workbench.dryrun import dry_run
+from workbench import Config, ConfigError, Store, load_task, train
+from workbench.engine import trainer
+from workbench.engine.checkpoint import checkpoint_folder
+from workbench.engine.dryrun import dry_run
+from workbench.engine.policy import load_policy
 from workbench.events import StepFinished
-from workbench.policy import load_policy
 
 PPO = dict(
     advantage_estimator="ppo", scale_rewards="none", group_size=4, prompts_per_step=3, max_new_tokens=8,

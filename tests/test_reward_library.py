@@ -14,7 +14,7 @@ from workbench.rewards import (
     get_repetition_penalty_reward,
     numeric_match_reward,
 )
-from workbench.scoring import RewardSource, Scorer
+from workbench.rewards.scoring import RewardSource, Scorer
 
 
 def as_messages(texts):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from workbench import Config, Store, load_task, train
-from workbench.checkpoint import checkpoint_folder
+from workbench.engine.checkpoint import checkpoint_folder
 from workbench.events import GroupsScored, RunFinished, RunPaused, StepFinished
-from workbench.scoring import RewardError, RewardSource
-from workbench.tasks import Task
+from workbench.rewards.scoring import RewardError, RewardSource
+from workbench.rewards.tasks import Task
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8, checkpoint_every=100)
 CONFIG = Config(steps=3, reward_time_limit=2.0, reward_memory_mb=256, **SMALL)
@@ -109,7 +109,7 @@ def test_prints_are_kept_with_each_step_and_a_swapped_reward_scores_from_the_nex
 
 
 def test_rewards_written_as_trl_documents_them_train_with_chat_prompts(tmp_path):
-    from workbench.tiny import tiny_model_path
+    from workbench.engine.tiny import tiny_model_path
 
     task = load_task("arithmetic")
     rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "solution": r["answer"]} for r in task.rows[:8]]

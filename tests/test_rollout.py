@@ -1,11 +1,12 @@
 """Sampling pieces: the completion mask, the nucleus, and the shared-prompt forward."""
 
+import pytest
 import torch
 
 from workbench import Config, load_task
-from workbench.grpo import token_log_probs
-from workbench.policy import load_policy, positions
-from workbench.rollout import _completion_mask, sample_groups, sample_token
+from workbench.engine.grpo import token_log_probs
+from workbench.engine.policy import load_policy, positions
+from workbench.engine.rollout import _completion_mask, group_uniforms, sample_groups, sample_token
 
 EOS = 1
 
@@ -28,9 +29,9 @@ def test_top_p_keeps_the_smallest_nucleus():
     # probs 0.5, 0.3, 0.2: with top_p 0.6 the nucleus is {0, 1} (0.5 < 0.6, 0.8 >= 0.6)
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).repeat(2000, 1)
     torch.manual_seed(0)
-    assert set(sample_token(logits, 1.0, 0.6).tolist()) == {0, 1}
-    assert set(sample_token(logits, 1.0, 1.0).tolist()) == {0, 1, 2}
-    assert set(sample_token(logits, 1.0, 0.4).tolist()) == {0}
+    assert set(sample_token(logits, 1.0, 0.6, torch.rand(2000)).tolist()) == {0, 1}
+    assert set(sample_token(logits, 1.0, 1.0, torch.rand(2000)).tolist()) == {0, 1, 2}
+    assert set(sample_token(logits, 1.0, 0.4, torch.rand(2000)).tolist()) == {0}
 
 
 def test_shared_prompt_log_probs_equal_a_full_forward():
@@ -60,3 +61,21 @@ def test_sampling_leaves_the_base_weights_untouched():
     before = {n: p.clone() for n, p in policy.model.named_parameters()}
     sample_groups(policy, [policy.encode_prompt("12+34=")], 2, 4, 1.0, 1.0)
     assert all(torch.equal(p, before[n]) for n, p in policy.model.named_parameters())
+
+
+def test_inverse_cdf_sampling_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2])
+    logits = probs.log().expand(20000, -1)  # log 0 = -inf: never drawn
+    counts = torch.bincount(sample_token(logits, 1.0, 1.0, torch.rand(20000)), minlength=4).float()
+    assert counts[1] == 0
+    assert counts / 20000 == pytest.approx(probs, abs=0.015)  # 3 standard errors of the largest
+    nucleus = sample_token(logits, 1.0, 0.6, torch.rand(20000))  # top-p 0.6 keeps 0.5 and 0.3
+    assert set(nucleus.tolist()) == {0, 2}
+    edges = sample_token(probs.log().expand(2, -1), 1.0, 1.0, torch.tensor([0.0, 1 - 2**-24]))  # u's extremes
+    assert edges.tolist() == [3, 0]  # 1 - u = 1 -> the last token with probability; 1 - u = tiny -> the first
+
+
+def test_each_group_draws_from_its_own_seed():
+    together = group_uniforms(2, 4, 8, [11, 22])
+    assert torch.equal(together[4:], group_uniforms(1, 4, 8, [22]))  # the second group, sampled alone
+    assert not torch.equal(together[:4], together[4:])

@@ -6,9 +6,9 @@ import time
 import pytest
 
 from workbench import Config, load_task
-from workbench.runner import Runner
-from workbench.scoring import RewardSource
-from workbench.tasks import TaskError
+from workbench.engine.runner import Runner
+from workbench.rewards.scoring import RewardSource
+from workbench.rewards.tasks import TaskError
 
 CONFIG = Config(steps=3, group_size=4, prompts_per_step=2, max_new_tokens=6, checkpoint_every=100)
 SCORE = "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n"

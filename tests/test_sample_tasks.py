@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from workbench.scoring import Scorer
-from workbench.tasks import SAMPLE_TASKS, load_task, sample_task_names
-from workbench.tiny_corpus import TASKS, WIDER
+from workbench.engine.tiny_corpus import TASKS, WIDER
+from workbench.rewards.scoring import Scorer
+from workbench.rewards.tasks import SAMPLE_TASKS, load_task, sample_task_names
 
 # task -> (row, [(completion, {reward function: value})])
 CASES = {

@@ -3,7 +3,14 @@
 import pytest
 
 from workbench.config import Config
-from workbench.scoring import RewardError, RewardFunctionError, RewardSource, Scorer, try_rewards, validate_rewards
+from workbench.rewards.scoring import (
+    RewardError,
+    RewardFunctionError,
+    RewardSource,
+    Scorer,
+    try_rewards,
+    validate_rewards,
+)
 
 ROWS = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+2=", "answer": "4"}]
 QUICK = Config(reward_time_limit=1.0, reward_memory_mb=512)

@@ -14,8 +14,8 @@ import pytest
 
 from workbench import Config, Store, load_task, train
 from workbench.events import StepFinished
-from workbench.queries import NAMED_QUERIES, SQLError, named, named_sql, run_sql
-from workbench.store import COMMIT_SECONDS, SCHEMA_VERSION, StepWriter, StoreError
+from workbench.store.database import COMMIT_SECONDS, SCHEMA_VERSION, StepWriter, StoreError
+from workbench.store.queries import NAMED_QUERIES, SQLError, named, named_sql, run_sql
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8)
 
@@ -153,7 +153,7 @@ def test_readers_in_a_thread_and_another_process_while_a_run_writes(tmp_path):
     reader_script = (
         "import sys, time\n"
         "from workbench import Store\n"
-        "from workbench.queries import run_sql\n"
+        "from workbench.store.queries import run_sql\n"
         "store, counts = Store(sys.argv[1], create=False), []\n"
         "end = time.monotonic() + float(sys.argv[2])\n"
         "while time.monotonic() < end:\n"

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from workbench.tasks import TaskError, load_prompts, load_task
+from workbench.rewards.tasks import TaskError, load_prompts, load_task
 
 
 def test_arithmetic_sample_task_loads():

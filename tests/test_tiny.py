@@ -3,7 +3,7 @@
 import torch
 from transformers import AutoTokenizer
 
-from workbench.tiny import MODEL_SHAPE, build_tokenizer, qwen2_config, tiny_model_path
+from workbench.engine.tiny import MODEL_SHAPE, build_tokenizer, qwen2_config, tiny_model_path
 
 
 def test_tokenizer_round_trip_keeps_spaces_and_newlines(tmp_path):
@@ -34,7 +34,7 @@ def test_the_cached_model_answers_with_eos():
 def test_the_build_is_deterministic_for_a_seed(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from workbench import tiny
+    from workbench.engine import tiny
 
     monkeypatch.setitem(tiny.WARM_START, "steps", 3)
     tiny.build_tiny_model(tmp_path / "a", seed=1)

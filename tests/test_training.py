@@ -12,13 +12,14 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from workbench import Config, ConfigError, Store, grpo, load_task, train, trainer
-from workbench.checkpoint import checkpoint_folder
+from workbench import Config, ConfigError, Store, load_task, train
+from workbench.engine import grpo, trainer
+from workbench.engine.checkpoint import checkpoint_folder
+from workbench.engine.policy import ModelLoadError, Policy, load_policy, positions
+from workbench.engine.tiny import tiny_model_path
 from workbench.events import GroupsScored, RunFinished, RunStarted, StepFinished
-from workbench.policy import ModelLoadError, load_policy, positions
-from workbench.scoring import RewardSource
-from workbench.tasks import Task
-from workbench.tiny import tiny_model_path
+from workbench.rewards.scoring import RewardSource
+from workbench.rewards.tasks import Task
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8, checkpoint_every=100)
 
@@ -31,11 +32,13 @@ def steps(events):
     return [e for e in events if isinstance(e, StepFinished)]
 
 
-def test_two_steps_move_the_adapter_and_not_the_base(tmp_path):
+def test_two_steps_move_the_adapter_and_not_the_base(tmp_path, monkeypatch):
     config = Config(steps=2, **SMALL)
-    policy = load_policy(config)
-    lora_before = {n: p.clone() for n, p in policy.model.named_parameters() if "lora_B" in n}
-    base_before = {n: p.clone() for n, p in policy.model.named_parameters() if "lora_" not in n}
+    policies = []  # the policy the trainer trains, in memory: its base weights after two steps
+    monkeypatch.setattr(trainer, "load_policy", lambda config: policies.append(load_policy(config)) or policies[-1])
+    reference = load_policy(config)
+    lora_before = {n: p.clone() for n, p in reference.model.named_parameters() if "lora_B" in n}
+    base_before = {n: p.clone() for n, p in reference.model.named_parameters() if "lora_" not in n}
     events = run(config, tmp_path)
     assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunFinished)
     first, second = (e.metrics for e in steps(events))
@@ -43,11 +46,14 @@ def test_two_steps_move_the_adapter_and_not_the_base(tmp_path):
     assert first["ratio_mean"] == 1.0 and first["clip_frac"] == 0.0
     assert second["kl"] > 0
 
-    trained = load_policy(config)
-    trained.load_adapter(checkpoint_folder(tmp_path, events[-1].run_id))
+    (trained,) = policies
     named = dict(trained.model.named_parameters())
     assert all(not torch.equal(named[n], p) for n, p in lora_before.items())
-    assert all(torch.equal(named[n], p) for n, p in base_before.items())
+    # sampling folds the adapter into the base weights and out again, every step: they come back exact
+    assert len(base_before) > 10 and all(torch.equal(named[n], p) for n, p in base_before.items())
+    saved = load_policy(config)  # the checkpoint holds the adapter the trainer had
+    saved.load_adapter(checkpoint_folder(tmp_path, events[-1].run_id))
+    assert all(torch.equal(p, named[n]) for n, p in saved.model.named_parameters() if "lora_B" in n)
 
 
 def test_every_step_is_stored_whole(tmp_path):
@@ -112,9 +118,14 @@ def test_the_checkpoint_is_a_peft_adapter(tmp_path):
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
-def test_beta_zero_skips_the_reference(tmp_path):
+def test_beta_zero_skips_the_reference(tmp_path, monkeypatch):
+    calls = []
+    reference_log_probs = Policy.reference_log_probs
+    monkeypatch.setattr(Policy, "reference_log_probs", lambda *a, **k: calls.append(1) or reference_log_probs(*a, **k))
     (first,) = steps(run(Config(steps=1, beta=0.0, **SMALL), tmp_path))
-    assert first.metrics["kl"] is None
+    assert first.metrics["kl"] is None and calls == []  # no reference forward at all
+    run(Config(steps=1, beta=0.04, **SMALL), tmp_path)
+    assert calls  # the same wrapper sees the reference when beta > 0
 
 
 def test_several_iterations_per_batch_use_the_sampling_policy_as_pi_old(tmp_path):
@@ -140,7 +151,7 @@ def test_unknown_lora_target_module_names_the_field():
 
 
 def test_a_model_by_local_path_and_chat_prompts(tmp_path):
-    from workbench.tiny import tiny_model_path
+    from workbench.engine.tiny import tiny_model_path
 
     task = load_task("arithmetic")
     rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]} for r in task.rows[:8]]
@@ -356,7 +367,7 @@ def test_the_cli_refuses_a_resume_with_changed_settings(tmp_path, capsys):
 
 
 def test_micro_batches_are_whole_groups_within_the_token_budget():
-    from workbench.rollout import Rollouts, micro_batches
+    from workbench.engine.rollout import Rollouts, micro_batches
 
     # three groups of 2, prompts padded to 5 tokens; longest completions 4, 1, 6 tokens
     prompt_lengths, completion_lengths = [3, 3, 5, 4, 2, 2], [4, 2, 1, 1, 6, 3]

@@ -20,9 +20,9 @@ import pytest
 pytest.importorskip("trl")
 
 from workbench.config import Config  # noqa: E402
-from workbench.store import Store  # noqa: E402
-from workbench.tasks import load_task  # noqa: E402
-from workbench.tiny import tiny_model_path  # noqa: E402
+from workbench.engine.tiny import tiny_model_path  # noqa: E402
+from workbench.rewards.tasks import load_task  # noqa: E402
+from workbench.store.database import Store  # noqa: E402
 
 P, G, STEPS = 2, 4, 3
 
@@ -163,6 +163,27 @@ def test_the_app_reads_it_like_its_own_runs(watched):
     assert training_curves(store.steps(run_id), store.evals(run_id)).data  # the Runs tab's curves
 
 
+def test_doctor_checks_a_trl_run(watched, capsys):
+    """The health checks read TRL's mapped steps as the workbench's own (exit 1 when one fires, e.g. no_signal)."""
+    from workbench.cli import main
+
+    workspace, run_id, _, _ = watched
+    assert main(["doctor", run_id, "--workspace", str(workspace)]) in (0, 1)
+    printed = capsys.readouterr().out
+    assert f"run {run_id}: finished, {STEPS} steps" in printed
+    assert "no health check fires" in printed or "try:" in printed
+
+
+def test_the_tokens_command_says_a_trl_run_has_no_token_stats(watched, capsys):
+    from workbench.cli import main
+
+    workspace, run_id, _, _ = watched
+    assert main(["tokens", run_id, "--workspace", str(workspace)]) == 2
+    assert f"run {run_id} stored no token stats for group 0 of step {STEPS} (a watched TRL run stores none)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_failing_run_is_marked_failed_with_its_steps_kept(tmp_path):
     from workbench.integrations.trl import watch
 
@@ -179,9 +200,9 @@ def test_a_failing_run_is_marked_failed_with_its_steps_kept(tmp_path):
     run = store.run(run_id)
     assert run["status"] == "failed" and "flaky reward broke" in run["error"]
     assert store.steps(run_id).step.tolist() == [1]
-    from workbench.ui import _latest_resumable
+    from workbench.engine.runner import latest_resumable
 
-    assert _latest_resumable(store) is None  # TRL keeps its own checkpoints: the app offers no Resume for it
+    assert latest_resumable(store) is None  # TRL keeps its own checkpoints: the app offers no Resume for it
 
 
 TWO_PROCESSES = """
@@ -194,6 +215,7 @@ from workbench.integrations.trl import watch
 trainer = grpo_trainer(Path(sys.argv[1]), [task_reward()], per_device=P * G // 2)
 print("run", trainer.accelerator.process_index, watch(trainer, workspace=sys.argv[1]), flush=True)
 trainer.train()
+trainer.accelerator.end_training()  # leaves the process group: without it gloo can abort the process at exit
 """
 
 

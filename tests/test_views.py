@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from workbench import grpo
-from workbench.cli import build_parser, command_line, config_from_args, python_code
+from workbench.cli import build_parser, config_from_args
+from workbench.commands import command_line, python_code
 from workbench.config import Config, ConfigError
+from workbench.engine import grpo
+from workbench.engine.runner import Snapshot
 from workbench.events import Group
-from workbench.runner import Snapshot
 from workbench.ui import config_form, views
 
 

@@ -22,12 +22,12 @@ _EXPORTS = {
         "RunStarted",
         "StepFinished",
     ],
-    "workbench.store": ["Store"],
-    "workbench.tasks": ["Task", "TaskError", "load_prompts", "load_task"],
-    "workbench.trainer": ["train"],
-    "workbench.scoring": ["RewardError", "RewardSource", "validate_rewards", "try_rewards"],
-    "workbench.dryrun": ["dry_run"],
-    "workbench.rescoring": ["rescore"],
+    "workbench.store.database": ["Store"],
+    "workbench.rewards.tasks": ["Task", "TaskError", "load_prompts", "load_task"],
+    "workbench.engine.trainer": ["train"],
+    "workbench.rewards.scoring": ["RewardError", "RewardSource", "validate_rewards", "try_rewards"],
+    "workbench.engine.dryrun": ["dry_run"],
+    "workbench.engine.rescoring": ["rescore"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -1,4 +1,5 @@
-"""`python -m workbench train | sweep | validate | dry-run | rescore | query | export`: the engine headless.
+"""`python -m workbench train | sweep | validate | dry-run | rescore | query | buckets | tokens | export | doctor`:
+the engine headless.
 
 Every config field is a flag.
 """
@@ -7,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -18,16 +19,27 @@ import typing
 from tqdm.auto import tqdm
 
 from workbench.config import Config, ConfigError, field_docs
-from workbench.dryrun import dry_run
-from workbench.events import Evaluated, GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
-from workbench.export import ExportError, export_trl
-from workbench.hub import ModelLoadError
-from workbench.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
-from workbench.rescoring import rescore
-from workbench.scoring import RewardError, RewardSource, probes, validate_rewards
-from workbench.store import Store, StoreError
-from workbench.tasks import TaskError, load_task, sample_task_names
-from workbench.trainer import train
+from workbench.engine import distributed
+from workbench.engine.dryrun import dry_run
+from workbench.engine.hub import ModelLoadError
+from workbench.engine.rescoring import rescore
+from workbench.engine.trainer import train
+from workbench.events import (
+    Evaluated,
+    GroupsScored,
+    HealthWarning,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunStarted,
+    StepFinished,
+)
+from workbench.integrations.export import ExportError, export_trl
+from workbench.rewards.scoring import RewardError, RewardSource, probes, validate_rewards
+from workbench.rewards.tasks import TaskError, load_task, sample_task_names
+from workbench.store.database import Store, StoreError
+from workbench.store.health import CHECKS, examine
+from workbench.store.queries import MAX_ROWS, NAMED_QUERIES, SQLError, named_sql, run_sql
 
 USER_ERRORS = (ConfigError, TaskError, RewardError, ModelLoadError, StoreError, SQLError, ExportError)
 
@@ -106,6 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
     query_parser.add_argument("--max-rows", type=int, default=MAX_ROWS, help="print at most this many rows")
     query_parser.set_defaults(command=run_query)
 
+    buckets_parser = commands.add_parser(
+        "buckets", help="a run's completions bucketed by their reward functions' values, with examples of each"
+    )
+    buckets_parser.add_argument("run_id", help="the run to read")
+    buckets_parser.add_argument("--workspace", default="runs", help="folder of the store")
+    buckets_parser.add_argument("--steps", metavar="A-B", help="only these steps, e.g. 1-10 or 7 (default: every step)")
+    buckets_parser.add_argument(
+        "--examples", type=int, default=3, metavar="N", help="example completions per bucket [3]"
+    )
+    buckets_parser.set_defaults(command=run_buckets)
+
+    tokens_parser = commands.add_parser(
+        "tokens", help="one completion token by token: log p under the policy and the reference, ratio, clip, KL"
+    )
+    tokens_parser.add_argument("run_id", help="the run to read")
+    tokens_parser.add_argument("--workspace", default="runs", help="folder of the store")
+    tokens_parser.add_argument("--step", type=int, help="the step (default: the run's latest)")
+    tokens_parser.add_argument("--group", type=int, default=0, help="the group of the step [0]")
+    tokens_parser.add_argument("--completion", type=int, default=0, help="the completion of the group [0]")
+    tokens_parser.set_defaults(command=run_tokens)
+
     export_parser = commands.add_parser(
         "export", help="write a stored run as a TRL project (grpo.yaml, rewards, prompts, launch.sh, PARITY.md)"
     )
@@ -115,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--workspace", default="runs", help="folder of the store")
     export_parser.add_argument("--force", action="store_true", help="write into a folder that holds files")
     export_parser.set_defaults(command=run_export)
+
+    doctor_parser = commands.add_parser("doctor", help="run the health checks on a stored run, with advice")
+    doctor_parser.add_argument("run_id", help="the run to check")
+    doctor_parser.add_argument("--workspace", default="runs", help="folder of the store")
+    doctor_parser.set_defaults(command=run_doctor)
 
     app_parser = commands.add_parser("app", help="serve the app in a browser (what `python app.py` does)")
     add_app_flags(app_parser)
@@ -160,45 +198,6 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> Conf
     return Config.from_dict(values)
 
 
-def command_line(config: Config, task: str, workspace: str, reward_file: str | None = None) -> str:
-    """The `python -m workbench train` command that trains `config` (its non-default fields as flags)."""
-    return shlex.join(["python", "-m", "workbench", "train", *train_arguments(config, task, workspace, reward_file)])
-
-
-def train_arguments(config: Config, task: str, workspace: str, reward_file: str | None = None) -> list[str]:
-    """The arguments of `python -m workbench train` that train `config`: its non-default fields as flags."""
-    words = ["--task", task, "--workspace", workspace]
-    if reward_file:
-        words += ["--reward", reward_file]
-    for name, value in config.changed().items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            words.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, tuple):
-            words += [flag, *value]
-        elif isinstance(value, dict):
-            words += [flag, *(f"{k}={w}" for k, w in value.items())]
-        else:
-            words += [flag, str(value)]
-    return words
-
-
-def python_code(config: Config, task: str, workspace: str, reward_file: str | None = None) -> str:
-    """The same run from Python (a notebook): load the task, build the Config, follow the events."""
-    task_line = f"task = load_task({task!r})"
-    if reward_file:
-        task_line += f".with_rewards(RewardSource.from_file({reward_file!r}))"
-    arguments = ", ".join(f"{name}={value!r}" for name, value in config.changed().items())
-    return (
-        "from workbench import Config, RewardSource, StepFinished, load_task, train\n\n"
-        f"{task_line}\n"
-        f"config = Config({arguments})\n"
-        f"for event in train(config, task, {workspace!r}):\n"
-        "    if isinstance(event, StepFinished):\n"
-        "        print(event.step, event.metrics['reward_mean'])\n"
-    )
-
-
 def _weight(text: str) -> tuple[str, float]:
     name, _, weight = text.partition("=")
     try:
@@ -214,6 +213,7 @@ def _task(args: argparse.Namespace, name: str):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    distributed.setup()  # under torchrun or accelerate launch: join the other processes
     store = Store(args.workspace)
     if args.resume:
         run = store.run(args.resume)
@@ -230,11 +230,71 @@ def run_train(args: argparse.Namespace) -> int:
     _stop_on_first_ctrl_c(stop)
     sweep = dict(sweep_id=args.sweep_id, grid=args.sweep_grid)
     events = train(config, task, args.workspace, resume=args.resume, stop=stop, **sweep)
-    return _follow(events, config, args.workspace)
+    if distributed.is_main():
+        follow = functools.partial(_follow, config=config, workspace=args.workspace)
+    else:
+        follow = _follow_quietly  # under torchrun rank 0 reports the run; the others, their own failure
+    code = 1
+    try:
+        code = _follow_to_the_end(events, follow)
+        return code
+    finally:
+        events.close()  # the run's own `finally` (its status, its checkpoint) ends here, while the processes
+        # can still talk; then this one leaves the process group, with the others unless the run failed
+        distributed.teardown(together=code in (0, 3))  # finished, stopped or paused: every rank is alive
+
+
+def _follow_to_the_end(events, follow) -> int:
+    """follow(events) -> the exit code. Under torchrun, the SIGTERM that says another process failed raises
+    ProcessStopped wherever this process is: when that is in `follow` (drawing the progress bar) rather than
+    in the run, it is handed to the run where it waits, so that the run stores and reports it as its own
+    failure (status failed, the error, the resume line) instead of being closed as stopped."""
+    try:
+        return follow(events)
+    except distributed.ProcessStopped as stopped:
+        return follow(_raised_in(events, stopped))
+
+
+def _raised_in(events, exception: Exception):
+    """The run's events from `exception` raised at the `yield` where the run waits."""
+    yield events.throw(exception)
+    yield from events
+
+
+def _follow_quietly(events) -> int:
+    """A rank other than 0: print only why it failed (its traceback is nowhere else); the exit code as _follow's."""
+    for event in events:
+        if isinstance(event, RunFailed):
+            print(f"rank {distributed.rank()} failed at step {event.step}:\n{event.traceback}", file=sys.stderr)
+            return 1
+        if isinstance(event, RunPaused):
+            return 3
+    return 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Print the checks that fire on the run now, and those that fired earlier; exit 1 when any fires now."""
+    Store(args.workspace, create=False)  # a workspace without a store is named, not made
+    store = Store(args.workspace)  # a store of an older schema gets its `health` table
+    run = store.run(args.run_id)
+    if run is None:
+        raise StoreError(f"no run {args.run_id!r} in workspace {args.workspace}")
+    steps = store.steps(args.run_id)
+    print(f"run {args.run_id}: {run['status']}, {len(steps)} steps, task {run['task']}, model {run['model']}")
+    findings = examine(store, args.run_id)
+    for finding in findings:
+        print(finding.explain())
+    if not findings:
+        print(f"no health check fires (checked: {', '.join(CHECKS)})")
+    earlier = store.health(args.run_id)
+    earlier = earlier[~earlier.name.isin([f.check for f in findings])].drop_duplicates("name")
+    for row in earlier.itertuples():
+        print(f"earlier: {row.name} fired at step {row.step}: {row.saw}")
+    return 1 if findings else 0
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from workbench.sweep import parse_grid, parse_seeds, run_sweep  # pandas loads only for a sweep
+    from workbench.engine.sweep import parse_grid, parse_seeds, run_sweep  # pandas loads only for a sweep
 
     grid, seeds, config = parse_grid(args.grid), parse_seeds(args.seeds), config_from_args(args)
     task = _task(args, args.task)  # a bad task or reward fails here, not once per run
@@ -273,6 +333,8 @@ def _follow(events, config: Config, workspace: str) -> int:
             bar.update(1)
         elif isinstance(event, Evaluated):
             bar.write(_evaluated_line(event), file=sys.stderr)
+        elif isinstance(event, HealthWarning):
+            bar.write(f"health: {event.finding.explain()}", file=sys.stderr)
         elif isinstance(event, RunFinished):
             bar.close()
             print(
@@ -285,7 +347,7 @@ def _follow(events, config: Config, workspace: str) -> int:
             print(
                 f"run {event.run_id} paused at step {event.step}: {event.failure.explain()}\n\n"
                 f"fix the reward, then resume from step {event.step} with: "
-                f"python -m workbench train --workspace {workspace} --resume {event.run_id} [--reward FILE]",
+                f"{distributed.launcher()} train --workspace {workspace} --resume {event.run_id} [--reward FILE]",
                 file=sys.stderr,
             )
             return 3
@@ -295,7 +357,7 @@ def _follow(events, config: Config, workspace: str) -> int:
             print(event.traceback, file=sys.stderr)
             print(
                 f"run {event.run_id} failed at step {event.step}: {event.error}\n"
-                f"resume with: python -m workbench train --workspace {workspace} --resume {event.run_id}",
+                f"resume with: {distributed.launcher()} train --workspace {workspace} --resume {event.run_id}",
                 file=sys.stderr,
             )
             return 1
@@ -349,6 +411,59 @@ def run_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_buckets(args: argparse.Namespace) -> int:
+    """Print the run's reward buckets as a table: each function's value, count, share, mean reward, examples."""
+    from workbench.store.inspection import InspectionError, parse_steps, reward_buckets  # pandas loads only here
+
+    try:
+        steps = parse_steps(args.steps) if args.steps is not None else None
+        buckets = reward_buckets(Store(args.workspace, create=False), args.run_id, steps, args.examples)
+    except InspectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    names = list(buckets.columns[: buckets.columns.get_loc("count")])
+    where = "every step" if steps is None else f"steps {steps[0]}-{steps[1]}"
+    print(
+        f"run {args.run_id}, {where}: {buckets['count'].sum()} completions in {len(buckets)} buckets of "
+        f"{', '.join(names) or 'no reward function'}"
+    )
+    table = buckets.assign(
+        share=buckets.share.map(lambda share: f"{share:.1%}"),
+        examples=buckets.examples.map(lambda texts: " | ".join(_cut(repr(text), 40) for text in texts)),
+    )
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="None"))
+    return 0
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    """Print one completion token by token, with the numbers of its update and each token's push."""
+    from workbench.store.inspection import InspectionError, completion_tokens  # pandas loads only here
+
+    try:
+        shown = completion_tokens(
+            Store(args.workspace, create=False), args.run_id, args.step, args.group, args.completion
+        )
+    except InspectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    reward = "None" if shown.reward is None else f"{shown.reward:.3f}"
+    print(
+        f"run {shown.run_id}, step {shown.step}, group {shown.group_id}, completion {shown.sample_idx}: "
+        f"reward {reward}, advantage {shown.advantage:+.3f}\nprompt: {_cut(repr(shown.prompt), 100)}\n"
+        f"completion: {_cut(repr(shown.completion), 100)}"
+    )
+    table = shown.tokens.assign(
+        token=shown.tokens.token.map(repr), clipped=shown.tokens.clipped.map({True: "*", False: ""})
+    )
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print("contribution = advantage x ratio where the clip left the gradient (0 where it cut it, marked *)")
+    return 0
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def run_export(args: argparse.Namespace) -> int:
     exported = export_trl(args.workspace, args.run_id, args.out, force=args.force)
     for warning in exported.warnings:
@@ -393,7 +508,7 @@ def run_app(args: argparse.Namespace) -> int:
 def run_build_tiny(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.tiny import SHIPPED, build_tiny_model
+    from workbench.engine.tiny import SHIPPED, build_tiny_model
 
     out = Path(args.out) if args.out else SHIPPED
     build_tiny_model(out, seed=args.seed)

@@ -92,6 +92,9 @@ class Config:
     """DAPO's dynamic sampling: drop groups whose rewards are all equal and sample more prompts until P groups differ"""
     dynamic_sampling_max_rounds: int = 3
     """with dynamic_sampling, the most extra rounds of P prompts a step samples; then it trains on the groups it has"""
+    log_token_stats: bool = True
+    """store each trained completion's per-token log-probs (policy and reference), ratio, clipping and entropy
+    (the `tokens` table, the app's token view)"""
     micro_batch_tokens: int = 1536
     """tokens per forward/backward pass (each group's prompt once, its padded completions), in whole groups"""
     max_grad_norm: float = 1.0

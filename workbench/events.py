@@ -6,6 +6,23 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Finding:
+    """A check that fired: its name, the step it fired at, what it saw, what to try."""
+
+    check: str
+    step: int
+    saw: str
+    advice: str
+
+    @property
+    def words(self) -> dict[str, str]:
+        return {"saw": self.saw, "advice": self.advice}
+
+    def explain(self) -> str:
+        return f"{self.check} (step {self.step}): {self.saw}\n  try: {self.advice}"
+
+
+@dataclass(frozen=True)
 class RunStarted:
     run_id: str
     task: str
@@ -48,7 +65,7 @@ class StepFinished:
 
 @dataclass(frozen=True)
 class Evaluated:
-    """A held-out evaluation after a step (step 0: before training); see workbench.evaluation."""
+    """A held-out evaluation after a step (step 0: before training); see workbench.engine.evaluation."""
 
     run_id: str
     step: int
@@ -108,4 +125,12 @@ class RunPaused:
     failure: RewardFailure
 
 
-Event = RunStarted | GroupsScored | StepFinished | Evaluated | RunFinished | RunFailed | RunPaused
+@dataclass(frozen=True)
+class HealthWarning:
+    """A health check started firing at this step (workbench.store.health): what it saw and what to try."""
+
+    run_id: str
+    finding: Finding
+
+
+Event = RunStarted | GroupsScored | StepFinished | Evaluated | HealthWarning | RunFinished | RunFailed | RunPaused

@@ -43,14 +43,14 @@ from accelerate.utils import broadcast_object_list, gather_object
 from transformers import TrainerCallback
 from trl.trainer.utils import is_async_callable
 
-from workbench import grpo
-from workbench.checkpoint import run_folder
 from workbench.config import Config, ConfigError
+from workbench.engine import grpo
+from workbench.engine.checkpoint import run_folder
+from workbench.engine.hardware import peak_memory_mib
+from workbench.engine.trainer import reward_statistics
 from workbench.events import Group
-from workbench.hardware import peak_memory_mib
-from workbench.scoring import RewardSource
-from workbench.store import Store, rollout_rows
-from workbench.trainer import reward_statistics
+from workbench.rewards.scoring import RewardSource
+from workbench.store.database import Store, step_rows
 
 # TRL's logged metric -> the `steps` column it fills (TRL 1.16's names; a missing one stays NULL).
 METRICS = {
@@ -210,12 +210,14 @@ class Watcher:
         self.store.write_steps(rows)
 
     def ended(self, step: int) -> None:
-        if not self.main:
-            return
-        self.logged(-1, {})
-        self.store.set_status(self.run_id, "finished")
-        steps_per_second = step / (time.perf_counter() - self.started)
-        self.store.set_run_stats(self.run_id, peak_memory_mib(self.trainer.accelerator.device), steps_per_second)
+        if self.main:
+            self.logged(-1, {})
+            self.store.set_status(self.run_id, "finished")
+            steps_per_second = step / (time.perf_counter() - self.started)
+            self.store.set_run_stats(self.run_id, peak_memory_mib(self.trainer.accelerator.device), steps_per_second)
+        # every rank leaves train() once rank 0 has stored the run: a rank that leaves the process group
+        # (accelerate's end_training) while another still works in it can be aborted by gloo
+        self.trainer.accelerator.wait_for_everyone()
 
     def failed(self, error: BaseException) -> None:
         if not self.main:
@@ -227,26 +229,23 @@ class Watcher:
             self.store.set_status(self.run_id, status, f"{type(error).__name__}: {error}")
 
     def _rows(self, step: int, records: list[dict], seconds: float, metrics: dict) -> dict:
-        """A step's rows for each table, in the store's layout (`store.rollout_rows`)."""
+        """A step's rows for each table, in the store's layout (`step_rows`)."""
         G = self.trainer.num_generations
-        step_row = dict.fromkeys(STEP_COLUMNS) | dict(run_id=self.run_id, step=step, seconds=seconds)
-        # The reward statistics of the step's own completions, as the workbench's trainer computes them
-        step_row |= metrics | record_metrics(records, G, self.names)
-        step_row["reward_function_means"] = json.dumps(step_row["reward_function_means"] or {})
+        # the reward statistics of the step's own completions, as the workbench's trainer computes them
+        metrics = dict.fromkeys(STEP_COLUMNS) | dict(seconds=seconds) | metrics | record_metrics(records, G, self.names)
         groups = [records[k : k + G] for k in range(0, len(records), G)]
-        rows = rollout_rows(
+        rows = step_rows(
             self.run_id,
             step,
+            metrics,
             [as_group(n, group, self.names) for n, group in enumerate(groups)],
             [group[0]["columns"] for group in groups],
             [record["completion_ids"] for record in records],
-            self.source.version,
+            self.source,
+            new_reward=bool(records) and not self.source_stored,  # the rollouts' reward_version names it
         )
-        versions = []
-        if records and not self.source_stored:  # the rollouts' reward_version names it
-            versions = [dict(version=self.source.version, filename=self.source.filename, source=self.source.text)]
-            self.source_stored = True
-        return {"steps": [step_row], **rows, "reward_versions": versions}
+        self.source_stored = self.source_stored or bool(records)
+        return rows
 
 
 class StoreCallback(TrainerCallback):

@@ -12,20 +12,18 @@ from pathlib import Path
 
 import gradio as gr
 
-from workbench.checkpoint import checkpoint_folder
-from workbench.cli import command_line, python_code
+from workbench.commands import command_line, python_code
 from workbench.config import ConfigError
-from workbench.dryrun import dry_run
-from workbench.policy import ModelLoadError
-from workbench.runner import Runner
-from workbench.scoring import RewardError, RewardSource, validate_rewards
-from workbench.store import Store
-from workbench.sweep import grid_from_text, parse_seeds, start_sweep
-from workbench.tasks import Task, TaskError
+from workbench.engine.dryrun import dry_run
+from workbench.engine.policy import ModelLoadError
+from workbench.engine.runner import Runner, latest_resumable
+from workbench.engine.sweep import grid_from_text, parse_seeds, start_sweep
+from workbench.rewards.scoring import RewardError, RewardSource, validate_rewards
+from workbench.rewards.tasks import Task, TaskError, save_reward
+from workbench.store.database import Store
 from workbench.ui import config_form, explore_tab, runs_tab, task_tab, train_tab, views
 from workbench.ui.task_tab import REWARD_FILE
 
-RESUMABLE = ("stopped", "paused", "failed", "interrupted")
 KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()  # pass as launch(js=...)
 
 
@@ -35,7 +33,7 @@ def build_app(workspace: str) -> gr.Blocks:
         gr.Markdown("# GRPO Workbench")
         with gr.Tab("Task & reward"):
             data = task_tab.build(workspace)
-        with gr.Tab("Train"):
+        with gr.Tab("Train") as train_page:
             live = train_tab.build(runner, store)
         with gr.Tab("Explore"):
             explore_tab.build(store)
@@ -61,7 +59,7 @@ def build_app(workspace: str) -> gr.Blocks:
                 return views.reward_error(error), gr.skip(), gr.skip()
             except (ConfigError, RuntimeError) as error:
                 return f"**Not started:** {html.escape(str(error))}", gr.skip(), gr.skip()
-            reward_file = str(task_tab.save_reward(workspace, task))
+            reward_file = str(save_reward(workspace, task))
             return (
                 f"Started with reward version `{task.rewards.version}`.",
                 command_line(config, task.reference, workspace, reward_file),
@@ -75,7 +73,7 @@ def build_app(workspace: str) -> gr.Blocks:
                 grid, seeds = grid_from_text(grid_text), parse_seeds(seeds_text)
                 task = task.with_rewards(RewardSource(text, REWARD_FILE))
                 validate_rewards(task.rewards, task.rows, config)
-                reward_file = str(task_tab.save_reward(workspace, task))
+                reward_file = str(save_reward(workspace, task))
                 sweep_id, n, command, log = start_sweep(
                     config, task.reference, grid, seeds, workspace, int(parallel or 1), reward_file
                 )
@@ -88,7 +86,7 @@ def build_app(workspace: str) -> gr.Blocks:
             return started, command, gr.Dropdown(choices=[sweep_id, *store.sweeps().sweep_id], value=sweep_id)
 
         def resume_run(text):
-            run_id = runner.snapshot.run_id or _latest_resumable(store)
+            run_id = runner.snapshot.run_id or latest_resumable(store)
             if run_id is None:
                 return "**Nothing to resume:** no stopped, paused or failed run in this workspace."
             try:
@@ -110,8 +108,11 @@ def build_app(workspace: str) -> gr.Blocks:
 
         inputs = [data.editor, data.task, *live.form]
         data.dry_run.click(dry_run_reward, inputs, [data.message, data.dry_run_result], api_name="dry_run")
-        live.start.click(start_run, inputs, [live.message, live.command, live.code], api_name="start_run")
-        live.resume.click(resume_run, data.editor, live.message, api_name="resume_run")
+        started = live.start.click(start_run, inputs, [live.message, live.command, live.code], api_name="start_run")
+        resumed = live.resume.click(resume_run, data.editor, live.message, api_name="resume_run")
+        for event in (started, resumed):  # the Train tab polls while the run is active
+            event.then(live.watch, None, live.timer, api_visibility="private")
+        train_page.select(live.open, live.shows, live.outputs, api_visibility="private")
         live.swap.click(swap_reward, data.editor, live.message, api_name="swap_reward")
         runs.sweep_start.click(
             start_a_sweep,
@@ -119,14 +120,8 @@ def build_app(workspace: str) -> gr.Blocks:
             runs.sweep_outputs,
             api_name="start_sweep",
         )
-        runs_page.select(runs.list_runs, None, runs.outputs, api_visibility="private")
+        runs_page.select(runs.show, runs.opened, runs.outputs, api_visibility="private").then(
+            runs.open, runs.open_inputs, runs.opened_outputs, api_visibility="private"
+        )
         runs_page.select(runs.list_sweeps, runs.sweep_opened, runs.sweep_opened, api_visibility="private")
     return app
-
-
-def _latest_resumable(store: Store) -> str | None:
-    """The newest run that ended early and has a checkpoint to go on from (a run TRL trained has none)."""
-    runs = store.runs()
-    resumable = runs[runs.status.isin(RESUMABLE)]
-    with_checkpoint = resumable.run_id.map(lambda run_id: checkpoint_folder(store.workspace, run_id).exists())
-    return None if not with_checkpoint.any() else resumable.run_id[with_checkpoint].iloc[0]

@@ -12,7 +12,7 @@ import typing
 import gradio as gr
 
 from workbench.config import CHOICES, Config, ConfigError, field_docs
-from workbench.hub import MODEL_CHOICES
+from workbench.engine.hub import MODEL_CHOICES
 
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 MAIN = ("model", "steps", "group_size", "prompts_per_step", "max_new_tokens", "learning_rate", "beta")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from workbench.queries import NAMED_QUERIES, SQLError, named_sql, run_sql
-from workbench.store import Store
+from workbench.store.database import Store
+from workbench.store.queries import NAMED_QUERIES, SQLError, named_sql, run_sql
 
 FIRST_QUERY = "SELECT step, reward_mean, kl FROM steps ORDER BY step DESC"
 

@@ -1,7 +1,11 @@
-"""Runs: every run in the workspace with its status and config; open one to see its curves and browse
-its groups, or export it as a TRL project (a zip); overlay several runs' curves; open a sweep (its table
-and its curves, a band over seeds per grid point), or start one (wired in `workbench.ui`, as it takes the
-reward and the Train tab's form)."""
+"""Runs: every run in the workspace with its status and config; open one to see its curves, the health
+checks that fire on it, a step's groups (a row each; a click opens one), one prompt before and after, and
+the reward buckets (`workbench.store.inspection`), or export it as a TRL project (a zip); overlay several runs'
+curves; open a sweep (its table and its curves, a band over seeds per grid point), or start one (wired in
+`workbench.ui`, as it takes the reward and the Train tab's form).
+
+The tab opens on the run it showed before, else the newest, with its latest step's groups and the first
+of them: never on blank panels while the table lists runs."""
 
 from __future__ import annotations
 
@@ -12,13 +16,22 @@ from types import SimpleNamespace
 import gradio as gr
 
 from workbench.config import Config, ConfigError
-from workbench.export import ExportError, export_trl_zip
+from workbench.engine.sweep import summary as sweep_summary
+from workbench.integrations.export import ExportError, export_trl_zip
 from workbench.plots import compare_runs, sweep_curves, training_curves
-from workbench.scoring import RewardError
-from workbench.store import Store, StoreError
-from workbench.sweep import summary as sweep_summary
-from workbench.tasks import TaskError
-from workbench.ui import views
+from workbench.rewards.scoring import RewardError
+from workbench.rewards.tasks import TaskError
+from workbench.store.database import Store, StoreError
+from workbench.store.health import examine
+from workbench.store.inspection import (
+    InspectionError,
+    before_after,
+    parse_steps,
+    recurring_prompts,
+    reward_buckets,
+    step_groups,
+)
+from workbench.ui import step_views, views
 
 COLUMNS = ["run_id", "created_at", "task", "model", "status", "last_step", "steps", "reward_mean", "settings"]
 
@@ -30,6 +43,7 @@ def build(store: Store) -> SimpleNamespace:
         opened = gr.Dropdown([], label="open a run", elem_id="runs-open")
         compared = gr.Dropdown([], multiselect=True, label="overlay runs", elem_id="runs-compare")
     summary = gr.Markdown(elem_id="run-summary")
+    health = gr.HTML(elem_id="runs-health")
     with gr.Row():
         export = gr.Button("Export to TRL", size="sm", elem_id="export-trl")
         export_file = gr.File(label="the run as a TRL project", interactive=False, elem_id="export-trl-file")
@@ -38,7 +52,27 @@ def build(store: Store) -> SimpleNamespace:
     with gr.Row():
         step = gr.Number(1, precision=0, minimum=1, label="step", elem_id="run-step-picker")
         group_id = gr.Number(0, precision=0, minimum=0, label="group", elem_id="run-group-picker")
+        sort = gr.Radio(step_views.SORT_CHOICES, value="group", label="sort the groups by", elem_id="step-groups-sort")
+    step_view = gr.HTML(elem_id="step-groups", js_on_load=step_views.SELECT_ROW_JS)
     group = gr.HTML(elem_id="run-group")
+    completion = gr.Number(
+        0, precision=0, minimum=0, label="completion of the group, token by token", elem_id="token-completion"
+    )
+    tokens = gr.HTML(elem_id="token-view")
+    gr.Markdown("### Before and after: one prompt's completions at two steps")
+    with gr.Row():
+        prompt = gr.Dropdown([], label="a prompt sampled at two steps or more", scale=3, elem_id="before-after-prompt")
+        before = gr.Dropdown([], label="before (step)", elem_id="before-step")
+        after = gr.Dropdown([], label="after (step)", elem_id="after-step")
+    pair = gr.HTML(elem_id="before-after")
+    gr.Markdown("### Reward buckets: the completions by their reward functions' values")
+    with gr.Row():
+        bucket_steps = gr.Textbox(label="steps A-B (empty: every step)", elem_id="bucket-steps")
+        examples = gr.Number(
+            3, precision=0, minimum=0, maximum=20, label="examples per bucket", elem_id="bucket-examples"
+        )
+        bucket = gr.Button("Bucket", size="sm", elem_id="bucket-show")
+    buckets = gr.HTML(elem_id="reward-buckets")
     overlay = gr.Plot(elem_id="compare-plot")
     gr.Markdown("### Sweeps: every combination of a grid of settings, for each seed")
     sweep_opened = gr.Dropdown([], label="open a sweep", elem_id="sweep-open")
@@ -59,6 +93,13 @@ def build(store: Store) -> SimpleNamespace:
         ids = runs.run_id.tolist()
         return runs[COLUMNS], gr.Dropdown(choices=ids), gr.Dropdown(choices=ids)
 
+    def show(shown_run):
+        """The tab as it opens: every run, the one it showed before (else the newest) picked; `open` draws it."""
+        table, _, compared_update = list_runs()
+        ids = table.run_id.tolist()
+        run_id = shown_run if shown_run in ids else next(iter(ids), None)
+        return table, gr.Dropdown(choices=ids, value=run_id), compared_update
+
     def open_run(run_id):
         if not run_id:
             return "", None, gr.skip(), gr.skip(), ""
@@ -72,9 +113,90 @@ def build(store: Store) -> SimpleNamespace:
         )
         if run["error"]:
             text += f"\n\n```text\n{run['error']}\n```"
-        last = int(steps.step.max()) if not steps.empty else 1
+        last = _last_step(run_id)
         curves = training_curves(steps, store.evals(run_id))  # held-out evaluations beside the training curves
         return text, curves, last, 0, _group(run_id, last, 0, Config.from_dict(config))
+
+    def run_health(run_id):
+        """The banner of the health checks that fire on the run now (`workbench.store.health.examine`)."""
+        return views.health_html(examine(store, run_id)) if run_id else ""
+
+    def open_with_health(run_id, sort_by, shown_examples):
+        return *open_run(run_id), run_health(run_id), *inspect(run_id, sort_by, shown_examples), first_tokens(run_id)
+
+    def first_tokens(run_id):
+        """The token view of the latest step's first completion, as a run opens."""
+        return show_tokens(run_id, _last_step(run_id), 0, 0) if run_id else ""
+
+    def show_tokens(run_id, picked_step, picked_group, picked_completion):
+        """One completion token by token (`Store.token_view`): log-probs, ratio, clip, KL, entropy, push."""
+        if not run_id:
+            return ""
+        step, group_id, sample_idx = (int(v or 0) for v in (picked_step, picked_group, picked_completion))
+        return views.stored_tokens_html(store, run_id, step, group_id, sample_idx)
+
+    def inspect(run_id, sort_by, shown_examples):
+        """The run's latest step's groups, its recurring prompts (the first one before and after) and its
+        reward buckets over every step."""
+        if not run_id:
+            return "", gr.Dropdown(choices=[], value=None), gr.skip(), gr.skip(), "", gr.skip(), ""
+        prompts = recurring_prompts(store, run_id)
+        first = None if prompts.empty else prompts.prompt.iloc[0]
+        return (
+            show_step(run_id, _last_step(run_id), sort_by),
+            gr.Dropdown(choices=step_views.prompt_choices(prompts), value=first),
+            *pick_prompt(run_id, first),
+            "",
+            show_buckets(run_id, "", shown_examples),
+        )
+
+    def _last_step(run_id) -> int:
+        steps = store.steps(run_id)
+        return int(steps.step.max()) if not steps.empty else 1
+
+    def show_step(run_id, picked_step, sort_by):
+        """A step's groups, a row each (`inspection.step_groups`), sorted as picked."""
+        if not run_id:
+            return ""
+        step = int(picked_step or 0)
+        try:
+            return step_views.step_groups_html(step_groups(store, run_id, step, sort_by), step, sort_by)
+        except InspectionError as error:
+            return step_views.problem(error)
+
+    def open_row(run_id, picked_step, row: gr.SelectData):
+        """A click on a row of the step view: its group below it."""
+        return row.index, show_group(run_id, picked_step, row.index)
+
+    def pick_prompt(run_id, picked_prompt):
+        """The prompt's first and latest step, side by side; the steps it was sampled at to pick from."""
+        if not picked_prompt:
+            none = gr.Dropdown(choices=[], value=None)
+            return none, none, step_views.NO_RECURRING_PROMPT
+        shown = before_after(store, run_id, picked_prompt)
+        return (
+            gr.Dropdown(choices=shown.steps, value=shown.first_step),
+            gr.Dropdown(choices=shown.steps, value=shown.last_step),
+            step_views.before_after_html(shown),
+        )
+
+    def compare(run_id, picked_prompt, first, last):
+        if not (run_id and picked_prompt and first and last):
+            return gr.skip()
+        try:
+            return step_views.before_after_html(before_after(store, run_id, picked_prompt, int(first), int(last)))
+        except InspectionError as error:
+            return step_views.problem(error)
+
+    def show_buckets(run_id, steps_text, shown_examples):
+        """The completions of the steps given (all when empty) by their reward functions' values."""
+        if not run_id:
+            return ""
+        try:
+            steps = parse_steps(steps_text) if (steps_text or "").strip() else None
+            return views.buckets_html(reward_buckets(store, run_id, steps, int(shown_examples or 0)))
+        except InspectionError as error:
+            return step_views.problem(error)
 
     def show_group(run_id, picked_step, picked_group):
         if not run_id:
@@ -86,7 +208,7 @@ def build(store: Store) -> SimpleNamespace:
         return views.stored_group_html(store.group(run_id, step, group_id), run_id, step, group_id, config)
 
     def export_run(run_id):
-        """The opened run as a zip of its TRL project (workbench.export), and what it does not reproduce."""
+        """The opened run as a zip of its TRL project (integrations.export), and what it does not reproduce."""
         if not run_id:
             return None, "Open a run to export it."
         try:
@@ -117,13 +239,38 @@ def build(store: Store) -> SimpleNamespace:
     refresh.click(list_sweeps, sweep_opened, sweep_opened, api_visibility="private").then(
         open_sweep, sweep_opened, [sweep_table, sweep_plot], api_visibility="private"
     )
-    opened.change(open_run, opened, [summary, plot, step, group_id, group], api_name="open_run")
+    # .input, not .change: when `show` picks a run, its `.then(open)` draws it
+    opened.input(open_run, opened, [summary, plot, step, group_id, group], api_name="open_run")
+    opened.input(run_health, opened, health, api_visibility="private")
     gr.on([step.input, group_id.input], show_group, [opened, step, group_id], group, api_visibility="private")
+    gr.on(
+        [step.input, group_id.input, completion.input],
+        show_tokens,
+        [opened, step, group_id, completion],
+        tokens,
+        api_name="token_view",
+    )
+    opened.input(first_tokens, opened, tokens, api_visibility="private")
+    gr.on([step.input, sort.input], show_step, [opened, step, sort], step_view, api_name="step_groups")
+    step_view.select(open_row, [opened, step], [group_id, group], api_visibility="private").then(
+        show_tokens, [opened, step, group_id, completion], tokens, api_visibility="private"
+    )
+    prompt.input(pick_prompt, [opened, prompt], [before, after, pair], api_visibility="private")
+    gr.on([before.input, after.input], compare, [opened, prompt, before, after], pair, api_name="before_after")
+    gr.on(
+        [bucket.click, bucket_steps.submit], show_buckets, [opened, bucket_steps, examples], buckets, api_name="buckets"
+    )
+    inspected = [step_view, prompt, before, after, pair, bucket_steps, buckets]
+    opened.input(inspect, [opened, sort, examples], inspected, api_visibility="private")
     compared.change(overlay_runs, compared, overlay, api_name="compare_runs")
     export.click(export_run, opened, [export_file, export_message], api_name="export_trl")
     return SimpleNamespace(
-        list_runs=list_runs,
+        show=show,
+        open=open_with_health,
+        opened=opened,
+        open_inputs=[opened, sort, examples],
         outputs=[table, opened, compared],
+        opened_outputs=[summary, plot, step, group_id, group, health, *inspected, tokens],
         list_sweeps=list_sweeps,
         sweep_form=[sweep_grid, sweep_seeds, sweep_parallel],
         sweep_start=sweep_start,

@@ -3,16 +3,14 @@ validated, tried on a typed completion, dry-run on sampled groups (wired in `wor
 
 from __future__ import annotations
 
-import hashlib
 import html
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
-from workbench.scoring import RewardError, RewardSource, probes, try_rewards, validate_rewards
-from workbench.tasks import Task, TaskError, load_prompts, load_task, sample_task_names
+from workbench.rewards.scoring import RewardError, RewardSource, probes, try_rewards, validate_rewards
+from workbench.rewards.tasks import Task, TaskError, keep_upload, load_task, sample_task_names
 from workbench.ui import views
 
 REWARD_FILE = "reward.py"  # the name the editor's text is reported and stored under
@@ -78,29 +76,3 @@ def build(workspace: str) -> SimpleNamespace:
     return SimpleNamespace(
         task=task_state, editor=editor, dry_run=dry_run, message=reward_message, dry_run_result=dry_run_result
     )
-
-
-def keep_upload(workspace: str, path: Path, rewards: RewardSource) -> Task:
-    """Check an uploaded prompts file, then keep it as a task folder in the workspace.
-
-    The folder is named by the file's content, so a later upload never replaces the data of a
-    run that trained on an earlier one, and a run on uploaded prompts can be resumed after a restart.
-    """
-    rows = load_prompts(path)  # raises TaskError naming the file, line and problem
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
-    folder = Path(workspace) / "uploads" / f"{path.stem}-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, folder / f"prompts{path.suffix.lower()}")
-    return Task(path.stem, str(folder.resolve()), rows, rewards)
-
-
-def save_reward(workspace: str, task: Task) -> Path:
-    """The run's reward as a file (`<workspace>/rewards/reward-<version>.py`), for the CLI command;
-    an uploaded task's folder gets it as its reward.py when it has none, so the folder is a whole task."""
-    path = Path(workspace) / "rewards" / f"reward-{task.rewards.version}.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(task.rewards.text)
-    task_reward = Path(task.folder) / "reward.py"
-    if not task_reward.exists():
-        task_reward.write_text(task.rewards.text)
-    return path

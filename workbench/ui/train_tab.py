@@ -1,8 +1,16 @@
-"""Train: the config form, Start / Stop / Resume / swap the reward, the status line, the run as a
-command and as code, then the live view: a group picker, the group, and the curves.
+"""Train: the config form, Start / Stop / Resume / swap the reward, the status line, the health banner,
+the run as a command and as code, then the live view: a group picker, the group, the curves, the step's
+groups (a row each; a click opens one), and one of the shown group's completions token by token.
 
-The timer re-renders only what changed since the page last drew it (a new step, another group),
-so an idle page costs nothing and a zoomed plot is not redrawn under the user's cursor.
+The page polls the runner only while its run is starting or running: Start and Resume turn the timer on,
+and the tick that sees the run end draws its final state and turns it off, so that an idle page sends
+no requests (an open Train tab used to make 40 requests in 10 s with no run). Gradio 6's Timer skips
+its ticks while the page is hidden (`document.visibilityState`, gradio/templates/frontend/assets/timer-*.js),
+so a tab in the background does not poll either. Opening the tab draws the runner's run, or after a
+restart the newest stored run (`Runner.shown`). Each draw sends only what changed since the page last
+drew it (a new step, another group, a new health finding), so a zoomed plot is not redrawn under the
+user's cursor. A step's groups show as soon as they are scored; their tokens (log-probs, ratio, clip,
+KL) come from the store once the step's update has written them.
 """
 
 from __future__ import annotations
@@ -13,10 +21,11 @@ import gradio as gr
 import pandas as pd
 
 from workbench.config import Config
+from workbench.engine.runner import Runner, Snapshot
 from workbench.plots import training_curves
-from workbench.runner import Runner
-from workbench.store import Store
-from workbench.ui import config_form, views
+from workbench.store.database import Store
+from workbench.store.inspection import InspectionError, groups_table, step_groups
+from workbench.ui import config_form, step_views, views
 
 REFRESH_SECONDS = 0.5
 
@@ -29,6 +38,7 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         resume = gr.Button("Resume", elem_id="resume-button")
         swap = gr.Button("Use the edited reward from the next step", elem_id="swap-reward-button")
     status = gr.Markdown("idle", elem_id="run-status")
+    health = gr.HTML(elem_id="run-health")
     message = gr.Markdown(elem_id="train-message")
     with gr.Accordion("The same run from the command line or Python", open=False):
         command = gr.Code(language="shell", label="command line", elem_id="run-command")
@@ -39,18 +49,35 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         group_id = gr.Number(0, precision=0, minimum=0, label="group", elem_id="live-group-picker")
     group = gr.HTML(views.group_html(None, 0, Config()), elem_id="live-group")
     plot = gr.Plot(elem_id="reward-plot")
-    drawn = gr.State({})  # what this page shows: {'steps': n, 'group': (run, step, group)}
-    timer = gr.Timer(REFRESH_SECONDS)
+    with gr.Accordion("The step's groups: click a row to open it above", open=True):
+        sort = gr.Radio(step_views.SORT_CHOICES, value="group", label="sort by", elem_id="live-step-groups-sort")
+        step_view = gr.HTML(elem_id="live-step-groups", js_on_load=step_views.SELECT_ROW_JS)
+    # last on the page: its height changes as each step's tokens arrive, and nothing below it should move
+    with gr.Accordion("One completion of the shown group, token by token", open=True):
+        completion = gr.Number(0, precision=0, minimum=0, label="completion", elem_id="live-token-completion")
+        tokens = gr.HTML(elem_id="live-token-view")
+    # what this page shows: run, steps, health, group (run, step, group), groups (run, step), tokens (run, step,
+    # group, completion), tokens_pending (the same, while its step updates), following
+    drawn = gr.State({})
+    timer = gr.Timer(REFRESH_SECONDS, active=False)
 
-    def refresh(following, picked_group, shown):
-        snapshot = runner.snapshot
+    def draw(snapshot: Snapshot, following, picked_group, picked_completion, sort_by, shown):
+        """The status line, and the curves, health banner, group, step, step view and token view that changed
+        since `shown`."""
+        status = views.status(snapshot)  # first: the status drawn is the one the caller's timer decision saw
         shown = dict(shown)
-        plot_update, group_update, step_update = gr.skip(), gr.skip(), gr.skip()
-        if len(snapshot.history) != shown.get("steps") or snapshot.run_id != shown.get("run"):
-            shown["steps"], shown["run"] = len(snapshot.history), snapshot.run_id
+        plot_update, health_update, group_update, step_update = gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        groups_update, tokens_update = gr.skip(), gr.skip()
+        if (snapshot.run_id, len(snapshot.history)) != (shown.get("run"), shown.get("steps")):
+            shown["run"], shown["steps"] = snapshot.run_id, len(snapshot.history)
             plot_update = training_curves(pd.DataFrame(snapshot.history))
+        if (snapshot.run_id, len(snapshot.health)) != (shown.get("health_run"), shown.get("health")):
+            shown["health_run"], shown["health"] = snapshot.run_id, len(snapshot.health)
+            health_update = views.health_html(snapshot.health)
         scored = snapshot.last_groups
-        if following and scored is not None:
+        # `shown` is the session's state as the server holds it now, the checkbox as the page sent it: a tick
+        # sent before a look-back but run after it must not draw the latest step over the step looked back at
+        if following and shown.get("following", True) and scored is not None:
             g = min(int(picked_group or 0), len(scored.groups) - 1)
             key = (scored.run_id, scored.step, g)
             if key != shown.get("group"):
@@ -58,37 +85,119 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
                 config = Config.from_dict(snapshot.config)
                 group_update = views.group_html(scored.groups[g], scored.step, config, snapshot.scored_at)
                 step_update = scored.step
-        return views.status(snapshot), group_update, plot_update, step_update, shown
+            if (scored.run_id, scored.step) != shown.get("groups"):
+                shown["groups"] = (scored.run_id, scored.step)
+                groups_update = step_views.step_groups_html(groups_table(scored.groups, sort_by), scored.step, sort_by)
+            tokens_update = live_tokens(snapshot, g, picked_completion, shown)
+        updates = health_update, group_update, plot_update, step_update, groups_update, tokens_update
+        return status, *updates, shown
 
-    def look_back(picked_step, picked_group, shown):
-        """The picked step's group from the store; following stops until the box is ticked again."""
-        snapshot = runner.snapshot
-        if snapshot.run_id is None:
-            return gr.skip(), False, shown
+    def live_tokens(snapshot: Snapshot, g: int, picked_completion, shown: dict):
+        """The live group's picked completion token by token, once its step's update has stored it: until
+        then a note, and the store is read again at each tick. `shown` records what was drawn."""
+        scored = snapshot.last_groups
+        group = scored.groups[g]
+        k = min(int(picked_completion or 0), len(group.completions) - 1)
+        key = (scored.run_id, scored.step, g, k)
+        if key == shown.get("tokens"):
+            return gr.skip()
+        # read before the store: once the run is over its steps are stored (a finished or stopped run's status
+        # changes after its writer closed; a paused or failed one's last step was written while the next sampled)
+        coming = snapshot.active and not group.dropped and snapshot.config.get("log_token_stats", True)
+        frame = store.token_view(*key)
+        if frame.empty and coming:
+            noted, shown["tokens_pending"] = shown.get("tokens_pending") == key, key
+            return gr.skip() if noted else views.tokens_pending_html(*key)
+        shown["tokens"], shown["tokens_pending"] = key, None
+        return views.stored_tokens_html(store, *key) if frame.empty else views.token_view_html(frame, *key)
+
+    def open_page(following, picked_group, picked_completion, sort_by, shown):
+        """The tab as it opens: everything drawn afresh; the timer on while the runner's run is active."""
+        active = runner.snapshot.active  # read first: a run that ends meanwhile is drawn in its final state
+        page = draw(runner.shown(), following, picked_group, picked_completion, sort_by, {})
+        return *page, gr.Timer(active=active)
+
+    def refresh(following, picked_group, picked_completion, sort_by, shown):
+        """A tick: what changed; the tick that sees the run over draws its final state and stops the timer."""
+        timer_update = gr.skip() if runner.snapshot.active else gr.Timer(active=False)
+        return *draw(runner.shown(), following, picked_group, picked_completion, sort_by, shown), timer_update
+
+    def watch():
+        """After Start or Resume: poll; the first tick stops it again if the run is not active (a refused
+        Start, or a run over already)."""
+        return gr.Timer(active=True)
+
+    def look_back(picked_step, picked_group, picked_completion, sort_by, shown):
+        """The picked step's group, its tokens and the step's groups from the store; following stops until the
+        box is ticked again."""
+        run_id = shown.get("run")
+        if run_id is None:
+            return gr.skip(), gr.skip(), gr.skip(), False, shown
         step, g = int(picked_step or 0), int(picked_group or 0)
-        config = Config.from_dict(snapshot.config)
-        page = views.stored_group_html(store.group(snapshot.run_id, step, g), snapshot.run_id, step, g, config)
-        return page, False, {**shown, "group": None}
+        config = Config.from_dict(store.run(run_id)["config"])
+        page = views.stored_group_html(store.group(run_id, step, g), run_id, step, g, config)
+        unfollowed = dict(group=None, groups=None, tokens=None, tokens_pending=None, following=False)
+        tokens_page = views.stored_tokens_html(store, run_id, step, g, int(picked_completion or 0))
+        return page, stored_groups(run_id, step, sort_by), tokens_page, False, {**shown, **unfollowed}
 
-    def pick_group(following, picked_step, picked_group, shown):
-        if following:  # the next tick shows this group of the latest step
-            return gr.skip(), True, {**shown, "group": None}
-        return look_back(picked_step, picked_group, shown)
+    def stored_groups(run_id, step, sort_by):
+        try:
+            return step_views.step_groups_html(step_groups(store, run_id, step, sort_by), step, sort_by)
+        except InspectionError as error:
+            return step_views.problem(error)
 
-    def follow_again(following, shown):
-        return {**shown, "group": None}
+    def latest_group(following, picked_group, picked_completion, sort_by, shown):
+        """The picked group of the latest step, its tokens and the step's groups, now: no tick comes while no
+        run is active."""
+        drawn_now = ("group", "groups", "tokens", "tokens_pending")
+        unshown = {**shown, **dict.fromkeys(drawn_now), "following": following}
+        *_, group_update, _, step_update, groups_update, tokens_update, now = draw(
+            runner.shown(), following, picked_group, picked_completion, sort_by, unshown
+        )
+        now_shown = {**shown, **{key: now.get(key) for key in drawn_now}, "following": following}
+        return group_update, step_update, groups_update, tokens_update, now_shown
 
-    timer.tick(
-        refresh,
-        [follow, group_id, drawn],
-        [status, group, plot, step, drawn],
-        show_progress="hidden",
-        api_visibility="private",
-    )
-    step.input(look_back, [step, group_id, drawn], [group, follow, drawn])
-    group_id.input(pick_group, [follow, step, group_id, drawn], [group, follow, drawn])
-    follow.input(follow_again, [follow, drawn], drawn)
+    def pick_group(following, picked_step, picked_group, picked_completion, sort_by, shown):
+        """A group or completion picked by number, or a group by a click on its row: of the latest step, or
+        of the step looked back at."""
+        if following:
+            return *latest_group(True, picked_group, picked_completion, sort_by, shown), True
+        page, groups_page, tokens_page, following, shown = look_back(
+            picked_step, picked_group, picked_completion, sort_by, shown
+        )
+        return page, gr.skip(), groups_page, tokens_page, shown, following
+
+    def open_row(following, picked_step, picked_completion, sort_by, shown, row: gr.SelectData):
+        return row.index, *pick_group(following, picked_step, row.index, picked_completion, sort_by, shown)
+
+    def resort(following, picked_step, sort_by, shown):
+        """The step view sorted again: the latest step's groups, or those of the step looked back at."""
+        scored = runner.shown().last_groups
+        if following and scored is not None:
+            return step_views.step_groups_html(groups_table(scored.groups, sort_by), scored.step, sort_by)
+        return stored_groups(shown["run"], int(picked_step or 0), sort_by) if shown.get("run") else gr.skip()
+
+    shows = [follow, group_id, completion, sort, drawn]
+    outputs = [status, health, group, plot, step, step_view, tokens, drawn, timer]
+    timer.tick(refresh, shows, outputs, show_progress="hidden", api_visibility="private")
+    step.input(look_back, [step, group_id, completion, sort, drawn], [group, step_view, tokens, follow, drawn])
+    picked = [group, step, step_view, tokens, drawn, follow]
+    gr.on([group_id.input, completion.input], pick_group, [follow, step, group_id, completion, sort, drawn], picked)
+    step_view.select(open_row, [follow, step, completion, sort, drawn], [group_id, *picked])
+    sort.input(resort, [follow, step, sort, drawn], step_view)
+    follow.input(latest_group, shows, [group, step, step_view, tokens, drawn])
     stop.click(runner.stop, None, None, api_name="stop_run")
     return SimpleNamespace(
-        form=form, start=start, resume=resume, swap=swap, message=message, command=command, code=code
+        form=form,
+        start=start,
+        resume=resume,
+        swap=swap,
+        message=message,
+        command=command,
+        code=code,
+        timer=timer,
+        watch=watch,
+        open=open_page,
+        shows=shows,
+        outputs=outputs,
     )

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from workbench.grpo import entropy, token_log_probs
-from workbench.policy import Policy, positions
+from workbench.engine.grpo import entropy, token_log_probs
+from workbench.engine.policy import Policy, positions
 
 
 @dataclass
@@ -68,8 +68,16 @@ def sample_groups(
     max_new_tokens: int,
     temperature: float,
     top_p: float,
+    seeds: list[int] | None = None,
+    prompt_width: int | None = None,
 ) -> Rollouts:
     """Sample G completions for each of P prompts in one batched decode; stop at EOS.
+
+    `seeds`, one per prompt, make each group's completions depend on its seed alone (`group_uniforms`);
+    without them the draws come from torch's global RNG. `prompt_width` left-pads the prompts to that
+    width rather than to the longest: a process of a data-parallel run pads its share as one process
+    pads the whole batch, since the padding width changes how the sums round (SmolLM2 in fp32: 2 of 64
+    completions drew another token somewhere with 4 of 8 prompts padded to 45 rather than 46; 0 at 46).
 
     Each prompt is prefilled once and its KV cache repeated G times (the group shares it).
     The decode runs on `Policy.sampling_weights`: the adapter folded into the weights where that
@@ -79,15 +87,17 @@ def sample_groups(
     update can measure how far the policy it trains is from the one that sampled.
     """
     tokenizer = policy.tokenizer
-    prompts = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt")
+    padding = dict(padding="max_length", max_length=prompt_width) if prompt_width else dict(padding=True)
+    prompts = tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt", **padding)
     prompts = {k: v.to(policy.device) for k, v in prompts.items()}
+    uniforms = group_uniforms(len(prompt_ids), group_size, max_new_tokens, seeds).to(policy.device)
     with policy.sampling_weights(), policy.autocast():
         completion_ids, sampling_log_probs, entropies = _decode(
             policy,
             prompts["input_ids"],
             prompts["attention_mask"],
             group_size,
-            max_new_tokens,
+            uniforms,
             temperature,
             top_p,
         )  # (B, T) each
@@ -113,11 +123,11 @@ def _decode(
     prompt_ids: Tensor,
     prompt_mask: Tensor,
     group_size: int,
-    max_new_tokens: int,
+    uniforms: Tensor,
     temperature: float,
     top_p: float,
 ) -> tuple[Tensor, Tensor]:
-    """Prefill the P prompts, repeat the cache G times, sample token by token.
+    """Prefill the P prompts, repeat the cache G times, sample token by token, the t-th by uniforms[:, t].
 
     -> token ids (B, T), each token's log-prob under the sampler at `temperature` (B, T), and the
     entropy of the distribution it was drawn from (B, T)."""
@@ -137,8 +147,10 @@ def _decode(
     position = attention_mask.sum(dim=1, keepdim=True)  # (B, 1)
     finished = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)  # (B,)
     tokens, log_probs, entropies = [], [], []
+    max_new_tokens = uniforms.shape[1]
     for t in range(max_new_tokens):
-        token = sample_token(logits, temperature, top_p).masked_fill(finished, policy.eos_token_ids[0])  # (B,)
+        token = sample_token(logits, temperature, top_p, uniforms[:, t])  # (B,)
+        token = token.masked_fill(finished, policy.eos_token_ids[0])
         tokens.append(token)
         log_probs.append(token_log_probs(logits, token, temperature))
         entropies.append(entropy(logits, temperature))
@@ -157,15 +169,32 @@ def _decode(
     return torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1), torch.stack(entropies, dim=1)
 
 
-def sample_token(logits: Tensor, temperature: float, top_p: float) -> Tensor:
-    """One token per row from softmax(logits / T), restricted to the top-p nucleus.  (B, V) -> (B,)"""
+def group_uniforms(num_prompts: int, group_size: int, max_new_tokens: int, seeds: list[int] | None) -> Tensor:
+    """The U[0, 1) draws that pick the completions' tokens.  -> (B, max_new_tokens), on the CPU
+
+    With `seeds` (one per prompt) each group's draws come from its own generator, so a group's
+    completions depend on its seed and its prompt only, not on which groups are decoded beside it: the
+    same on one process or split over several (workbench.engine.distributed), on a CPU or a GPU."""
+    if seeds is None:
+        return torch.rand(num_prompts * group_size, max_new_tokens)
+    assert len(seeds) == num_prompts
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    return torch.cat([torch.rand(group_size, max_new_tokens, generator=g) for g in generators])
+
+
+def sample_token(logits: Tensor, temperature: float, top_p: float, uniform: Tensor) -> Tensor:
+    """One token per row from softmax(logits / T), restricted to the top-p nucleus, by inverting the
+    CDF at a U[0, 1) draw per row: the first token whose cumulative probability reaches (1 - u) x the
+    total (never a token of probability 0, since 1 - u > 0).  (B, V), (B,) -> (B,)"""
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the top token always stays
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1).squeeze(1)
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    target = (1 - uniform.float()).unsqueeze(1) * cdf[:, -1:]  # (B, 1) in (0, total]
+    return torch.searchsorted(cdf, target).squeeze(1)
 
 
 def _completion_mask(completion_ids: Tensor, eos_token_ids: tuple[int, ...]) -> tuple[Tensor, Tensor]:

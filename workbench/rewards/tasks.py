@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.scoring import RewardSource, columns_of
+from workbench.rewards.scoring import RewardSource, columns_of
 
-SAMPLE_TASKS = Path(__file__).resolve().parent / "sample_tasks"  # package data: installed with the package
+SAMPLE_TASKS = Path(__file__).resolve().parents[1] / "sample_tasks"  # package data: installed with the package
 PROMPT_FILES = ("prompts.jsonl", "prompts.csv", "prompts.parquet", "prompts.txt")
 EVAL_FILES = tuple(name.replace("prompts", "eval") for name in PROMPT_FILES)  # held-out prompts, never trained on
 
@@ -189,3 +191,29 @@ def _prompt_problem(row: dict) -> str | None:
                 return 'a chat prompt must be a list of {"role": ..., "content": ...} messages'
         return None
     return f"the prompt must be a string or a list of chat messages, not {type(prompt).__name__}"
+
+
+def keep_upload(workspace: str, path: Path, rewards: RewardSource) -> Task:
+    """Check an uploaded prompts file, then keep it as a task folder in the workspace.
+
+    The folder is named by the file's content, so a later upload never replaces the data of a
+    run that trained on an earlier one, and a run on uploaded prompts can be resumed after a restart.
+    """
+    rows = load_prompts(path)  # raises TaskError naming the file, line and problem
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    folder = Path(workspace) / "uploads" / f"{path.stem}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, folder / f"prompts{path.suffix.lower()}")
+    return Task(path.stem, str(folder.resolve()), rows, rewards)
+
+
+def save_reward(workspace: str, task: Task) -> Path:
+    """The run's reward as a file (`<workspace>/rewards/reward-<version>.py`), for the CLI command;
+    an uploaded task's folder gets it as its reward.py when it has none, so the folder is a whole task."""
+    path = Path(workspace) / "rewards" / f"reward-{task.rewards.version}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(task.rewards.text)
+    task_reward = Path(task.folder) / "reward.py"
+    if not task_reward.exists():
+        task_reward.write_text(task.rewards.text)
+    return path

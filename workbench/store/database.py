@@ -32,7 +32,7 @@ from workbench.events import Group
 if TYPE_CHECKING:  # readers get DataFrames; the trainer's process never imports pandas (~50 MiB)
     import pandas as pd
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 STORE_FILE = "store.duckdb"
 
 SCHEMA = """
@@ -59,11 +59,16 @@ CREATE TABLE IF NOT EXISTS evals (
     run_id VARCHAR, step INTEGER, num_prompts INTEGER, num_generations INTEGER, reward_mean DOUBLE,
     greedy_reward_mean DOUBLE, greedy_accuracy DOUBLE, pass_at_1 DOUBLE, pass_at_k DOUBLE, seconds DOUBLE,
     created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS health (
+    run_id VARCHAR, step INTEGER, name VARCHAR, saw VARCHAR, advice VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS tokens (
+    run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, tokens VARCHAR[], logprob FLOAT[],
+    ref_logprob FLOAT[], ratio FLOAT[], clipped BOOLEAN[], kl FLOAT[], entropy FLOAT[]);
 CREATE TABLE IF NOT EXISTS reward_logs (run_id VARCHAR, step INTEGER, name VARCHAR, output VARCHAR);
 CREATE TABLE IF NOT EXISTS reward_versions (
     version VARCHAR PRIMARY KEY, filename VARCHAR, source VARCHAR, created_at TIMESTAMP);
 """
-STEP_TABLES = ("steps", "rollouts", "reward_values", "reward_logs", "evals")
+STEP_TABLES = ("steps", "rollouts", "reward_values", "reward_logs", "evals", "health", "tokens")
 # Migrations from version v to v + 1, applied in order to an older store when it is opened.
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -94,6 +99,13 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE runs ADD COLUMN IF NOT EXISTS steps_per_second DOUBLE;
     ALTER TABLE steps ADD COLUMN IF NOT EXISTS value_loss DOUBLE;
     ALTER TABLE steps ADD COLUMN IF NOT EXISTS explained_variance DOUBLE;
+    """,
+    5: """
+    CREATE TABLE IF NOT EXISTS health (
+        run_id VARCHAR, step INTEGER, name VARCHAR, saw VARCHAR, advice VARCHAR, created_at TIMESTAMP);
+    CREATE TABLE IF NOT EXISTS tokens (
+        run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, tokens VARCHAR[], logprob FLOAT[],
+        ref_logprob FLOAT[], ratio FLOAT[], clipped BOOLEAN[], kl FLOAT[], entropy FLOAT[]);
     """,
 }
 # One DuckDB thread for the step writer: it shares the cores with torch, whose threads spin.
@@ -239,7 +251,7 @@ class Store:
         for rows in steps:
             for table, table_rows in rows.items():
                 tables.setdefault(table, []).extend(table_rows)
-        for table in ("steps", "evals"):
+        for table in ("steps", "evals", "health"):
             tables[table] = [{**row, "created_at": _now()} for row in tables.get(table, [])]
         con.begin()
         for table, table_rows in tables.items():
@@ -270,6 +282,13 @@ class Store:
         """Trusted SQL (the workbench's own) on a read-only connection, as a DataFrame."""
         with self.connect(read_only=True) as con:
             return con.execute(sql, parameters or []).df()
+
+    def records(self, sql: str, parameters: list | None = None) -> list[dict]:
+        """Trusted SQL on a read-only connection, as dicts: for the trainer's process, which never loads pandas."""
+        with self.connect(read_only=True) as con:
+            cursor = con.execute(sql, parameters or [])
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     def runs(self) -> pd.DataFrame:
         """Every run, newest first, with how far it got and its latest reward mean; configs as dicts."""
@@ -328,11 +347,36 @@ class Store:
     def steps(self, run_id: str) -> pd.DataFrame:
         """A run's `steps` rows in order, with `reward_function_means` as dicts."""
         frame = self.query("SELECT * FROM steps WHERE run_id = $1 ORDER BY step", [run_id])
-        return frame.assign(reward_function_means=frame.reward_function_means.map(json.loads))
+        means = frame.reward_function_means.map(lambda text: json.loads(text) if isinstance(text, str) else {})
+        return frame.assign(reward_function_means=means)
 
     def evals(self, run_id: str) -> pd.DataFrame:
         """A run's held-out evaluations (`evals` rows) in order of step."""
         return self.query("SELECT * FROM evals WHERE run_id = $1 ORDER BY step", [run_id])
+
+    def health(self, run_id: str) -> pd.DataFrame:
+        """The health checks a run's trainer saw start firing (`health` rows), in order of step."""
+        return self.query("SELECT * FROM health WHERE run_id = $1 ORDER BY step, name", [run_id])
+
+    def token_view(self, run_id: str, step: int, group_id: int, sample_idx: int) -> pd.DataFrame:
+        """One completion's tokens, one row each: the token, log p under the policy and the reference, the
+        ratio, whether it was clipped, the KL term, the entropy, and its push in the update,
+        `contribution` = A x ratio where the clip left the gradient (0 where it cut it): the weight of
+        the token's grad log p in the surrogate. Empty when the run stored no token stats."""
+        rows = self.query(
+            """SELECT t.*, r.advantage FROM tokens t JOIN rollouts r USING (run_id, step, group_id, sample_idx)
+               WHERE run_id = $1 AND step = $2 AND group_id = $3 AND sample_idx = $4""",
+            [run_id, step, group_id, sample_idx],
+        )
+        import pandas as pd  # readers only (see the TYPE_CHECKING import)
+
+        if rows.empty:
+            return pd.DataFrame()
+        row = rows.iloc[0]
+        columns = ("tokens", "logprob", "ref_logprob", "ratio", "clipped", "kl", "entropy")
+        frame = pd.DataFrame({c: row[c] if row[c] is not None else None for c in columns})
+        frame["contribution"] = row["advantage"] * frame.ratio * ~frame.clipped.astype(bool)
+        return frame.rename(columns={"tokens": "token"})
 
     def group(self, run_id: str, step: int, group_id: int) -> Group | None:
         """One stored group, as the trainer yielded it (a chat prompt comes back as its messages)."""
@@ -453,6 +497,46 @@ class StepWriter:
     def _raise(self) -> None:
         if self.error is not None:
             raise StoreError(f"writing a step to {self.store.path} failed: {self.error}") from self.error
+
+
+def step_rows(
+    run_id: str,
+    step: int,
+    metrics: dict,
+    groups: list[Group],
+    columns: list[dict],
+    completion_ids: list[list[int] | None],
+    source,
+    *,
+    new_reward: bool,
+    reward_output: dict[str, str] | None = None,
+    tokens: list[dict | None] | None = None,
+) -> dict[str, list[dict]]:
+    """A step's rows for every table it writes, in one `StepWriter.write`.
+
+    steps: the step's metrics (reward_function_means as JSON); rollouts and reward_values: its groups
+    (`rollout_rows`); reward_versions: the reward source's file (`source`: a RewardSource's version,
+    filename and text) when this step is the first it scored (`new_reward`); reward_logs: what each reward
+    function printed; tokens: each completion's per-token numbers, None where it was not trained."""
+    step_row = metrics | {
+        "run_id": run_id,
+        "step": step,
+        "reward_function_means": json.dumps(metrics.get("reward_function_means") or {}),
+    }
+    versions = [dict(version=source.version, filename=source.filename, source=source.text)] if new_reward else []
+    logs = [dict(run_id=run_id, step=step, name=name, output=text) for name, text in (reward_output or {}).items()]
+    keys = [
+        dict(run_id=run_id, step=step, group_id=g.group_id, sample_idx=k)
+        for g in groups
+        for k in range(len(g.completions))
+    ]
+    return {
+        "steps": [step_row],
+        **rollout_rows(run_id, step, groups, columns, completion_ids, source.version),
+        "reward_versions": versions,
+        "reward_logs": logs,
+        "tokens": [key | one for key, one in zip(keys, tokens or [None] * len(keys), strict=True) if one is not None],
+    }
 
 
 def rollout_rows(

@@ -3,7 +3,7 @@
 Each setting is one of three kinds: EXACT, a workbench field with the same meaning in TRL (its value
 copied, or converted: steps to optimizer steps); MATCHED, a TRL option the workbench has no knob for,
 set to what the workbench does (TRL's bias-corrected KL off, its prompts unshuffled, ...); CLOSE, the
-nearest TRL has, with a note saying how it differs. `workbench.export` writes them as grpo.yaml and
+nearest TRL has, with a note saying how it differs. `workbench.integrations.export` writes them as grpo.yaml and
 PARITY.md.
 """
 
@@ -80,6 +80,7 @@ NOT_MAPPED = {
     "eval_num_generations": "the workbench's held-out evaluation",
     "eval_success_reward": "the workbench's held-out evaluation",
     "device": "accelerate uses the GPUs it finds (launch.sh), the CPU where there are none",
+    "log_token_stats": "the workbench's token view: TRL logs no per-token numbers",
 }
 
 

@@ -20,12 +20,12 @@ import math
 import time
 from types import SimpleNamespace
 
-from workbench.checkpoint import rng_state, set_rng_state
 from workbench.config import Config, ConfigError
-from workbench.policy import Policy
-from workbench.rollout import sample_groups
-from workbench.scoring import Scorer
-from workbench.tasks import EVAL_FILES, Task
+from workbench.engine.checkpoint import rng_state, set_rng_state
+from workbench.engine.policy import Policy
+from workbench.engine.rollout import sample_groups
+from workbench.rewards.scoring import Scorer
+from workbench.rewards.tasks import EVAL_FILES, Task
 
 GREEDY_TOP_P = 0.0  # nucleus sampling keeps the top token always: top_p 0 keeps it alone, greedy decoding
 

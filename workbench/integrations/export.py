@@ -13,7 +13,7 @@
 The batch. A workbench step samples P x G completions and makes one optimizer step on them (num_iterations
 of them). In TRL that is per_device_train_batch_size x gradient_accumulation_steps x processes = P x G, with
 steps_per_generation = gradient_accumulation_steps, so each optimizer step samples its own batch; every loss
-type then normalises the gradient as the workbench does (workbench/grpo.py, choice 5). launch.sh keeps the
+type then normalises the gradient as the workbench does (workbench/engine/grpo.py, choice 5). launch.sh keeps the
 product when the number of GPUs changes.
 
 What GRPOTrainer cannot do (another advantage estimator, dynamic sampling) is still exported, as GRPO, with
@@ -34,11 +34,8 @@ from pathlib import Path
 import yaml
 
 from workbench.config import Config
-from workbench.scoring import RewardSource, Scorer
-from workbench.store import Store, StoreError, stored_prompt
-from workbench.tasks import load_task
-from workbench.tiny import tiny_model_path
-from workbench.trl_settings import (
+from workbench.engine.tiny import tiny_model_path
+from workbench.integrations.trl_settings import (
     CLOSE,
     EXACT,
     MATCHED,
@@ -50,6 +47,9 @@ from workbench.trl_settings import (
     trl_settings,
     unsupported,
 )
+from workbench.rewards.scoring import RewardSource, Scorer
+from workbench.rewards.tasks import load_task
+from workbench.store.database import Store, StoreError, stored_prompt
 
 PINNED = ("trl", "transformers", "peft", "torch", "accelerate", "datasets")
 FILES = ("grpo.yaml", "rewards.py", "train.jsonl", "eval.jsonl", "launch.sh", "requirements.txt", "PARITY.md")

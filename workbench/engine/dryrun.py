@@ -15,13 +15,12 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from workbench import grpo
 from workbench.config import Config
+from workbench.engine.policy import Policy, load_policy
+from workbench.engine.trainer import round_advantages, sample_round, step_record
 from workbench.events import Group
-from workbench.policy import Policy, load_policy
-from workbench.scoring import RewardSource, Scorer
-from workbench.tasks import Task
-from workbench.trainer import Round, make_groups, round_advantages, sample, score
+from workbench.rewards.scoring import RewardSource, Scorer
+from workbench.rewards.tasks import Task
 
 NO_SIGNAL_WARNING = 0.5  # warn when at least this fraction of groups has all-equal rewards
 
@@ -116,12 +115,10 @@ def dry_run(
     with Scorer(rewards or task.rewards, task.columns, config) as scorer:
         policy = policy or load_policy(config)
         started = time.perf_counter()
-        rollouts = sample(policy, rows, config)
-        scores = score(scorer, rows, rollouts, config, step=1)
-    one = Round(rows, rollouts, scores, grpo.reward_tensor(scores.rewards), 0.0, 0.0)
+        one = sample_round(policy, scorer, rows, 1, 0, config)  # what the run's step 1 samples
     everything = torch.ones(len(rows), dtype=torch.bool)
-    advantages = round_advantages([one], [everything], config)[0]  # ppo: a critic at its start, V = 0
-    groups = make_groups(rows, rollouts, scores, advantages, config.group_size)
+    advantages = round_advantages([one], [everything], config)  # ppo: a critic at its start, V = 0
+    groups = step_record([one], [everything], advantages, config).groups
     return DryRun(groups, time.perf_counter() - started)
 
 

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import grpo
 from workbench.config import Config
-from workbench.scoring import RewardSource, Scorer, columns_of
-from workbench.store import Store, StoreError, stored_prompt
+from workbench.engine import grpo
+from workbench.rewards.scoring import RewardSource, Scorer, columns_of
+from workbench.store.database import Store, StoreError, stored_prompt
 
 ROLLOUTS = """
 SELECT step, group_id, sample_idx, prompt, completion, completion_ids, extra_columns, reward, advantage,

@@ -1,6 +1,6 @@
 """User SQL over the store, confined and bounded, and the named queries users would otherwise write.
 
-from workbench.queries import run_sql, named
+from workbench.store.queries import run_sql, named
 run_sql(store, "SELECT step, reward_mean FROM steps").frame
 named(store, "no_signal_groups")           # the latest run; run_id=... for another
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from workbench.store import CONFINED, Store
+from workbench.store.database import CONFINED, Store
 
 MAX_ROWS = 10_000
 TIMEOUT_SECONDS = 10.0

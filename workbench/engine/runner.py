@@ -1,4 +1,8 @@
-"""One run at a time in a background thread; the UI reads `Runner.snapshot` and never waits on training."""
+"""One run at a time in a background thread; the UI reads `Runner.snapshot` and never waits on training.
+
+After a restart the runner has trained nothing yet: `Runner.shown()` then reads the newest run back from
+the store, so that the app opens on it rather than on an empty screen.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,16 @@ import traceback
 from dataclasses import dataclass, field
 
 from workbench.config import Config
-from workbench.events import GroupsScored, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
-from workbench.scoring import RewardSource
-from workbench.store import Store
-from workbench.tasks import Task, TaskError, load_task
-from workbench.trainer import train
+from workbench.engine.checkpoint import checkpoint_folder
+from workbench.engine.trainer import train
+from workbench.events import GroupsScored, HealthWarning, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
+from workbench.rewards.scoring import RewardSource
+from workbench.rewards.tasks import Task, TaskError, load_task
+from workbench.store.database import Store
+from workbench.store.health import examine
+
+ACTIVE = ("starting", "running")  # a run in these states changes the live view: the app polls while it lasts
+RESUMABLE = ("stopped", "paused", "failed", "interrupted")  # with a checkpoint, Resume goes on from it
 
 
 @dataclass
@@ -28,6 +37,12 @@ class Snapshot:
     scored_at: float = 0.0  # time.time() when last_groups arrived: the live view's latency is measured from it
     config: dict = field(default_factory=dict)
     error: str = ""
+    health: list = field(default_factory=list)  # workbench.events.Finding: the checks that started firing
+    resume: str | None = None  # read back after a restart: the run that Resume would go on with
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -45,6 +60,7 @@ class Snapshot:
 class Runner:
     def __init__(self, workspace: str):
         self.workspace = workspace
+        self.store = Store(workspace)
         self.snapshot = Snapshot()
         self._stop = threading.Event()
         self._new_rewards: queue.Queue = queue.Queue()
@@ -68,9 +84,19 @@ class Runner:
         self._thread = threading.Thread(target=self._follow, args=(config, task, resume), daemon=True)
         self._thread.start()
 
+    def shown(self) -> Snapshot:
+        """What the app shows of training: this process's run; before it trains one (after a restart), the
+        newest stored run as the store holds it, and which run Resume would go on with."""
+        if self.snapshot.status != "idle":
+            return self.snapshot
+        runs = self.store.runs()
+        snapshot = Snapshot() if runs.empty else stored_snapshot(self.store, runs.run_id.iloc[0])
+        snapshot.resume = latest_resumable(self.store)
+        return snapshot
+
     def resume(self, run_id: str, rewards: RewardSource) -> None:
         """Continue a stopped, paused or failed run from its last checkpoint, scored by `rewards`."""
-        run = Store(self.workspace).run(run_id)
+        run = self.store.run(run_id)
         if run is None:
             raise TaskError(f"no run {run_id!r} in workspace {self.workspace}")
         config = Config.from_dict(run["config"])
@@ -96,12 +122,14 @@ class Runner:
                     snapshot.run_id, snapshot.status = event.run_id, "running"
                     snapshot.step = event.start_step - 1
                     if resume:  # the curves start from the stored steps
-                        snapshot.history = Store(self.workspace).steps(resume).to_dict(orient="records")
+                        snapshot.history = self.store.steps(resume).to_dict(orient="records")
                 elif isinstance(event, GroupsScored):
                     snapshot.last_groups, snapshot.scored_at = event, time.time()
                 elif isinstance(event, StepFinished):
                     snapshot.step = event.step
                     snapshot.history.append({"step": event.step, **event.metrics})
+                elif isinstance(event, HealthWarning):
+                    snapshot.health.append(event.finding)
                 elif isinstance(event, RunFinished):
                     snapshot.status = event.status
                 elif isinstance(event, RunPaused):
@@ -112,3 +140,32 @@ class Runner:
         except Exception as error:  # a bad model or reward source fails before the first step
             snapshot.status, snapshot.error = "failed", f"{type(error).__name__}: {error}"
             traceback.print_exc()
+
+
+def stored_snapshot(store: Store, run_id: str) -> Snapshot:
+    """A stored run as the live view draws one: its status, curves, the groups of its latest step, and the
+    health checks that fire on it now."""
+    run, steps = store.run(run_id), store.steps(run_id)
+    step = int(steps.step.max()) if not steps.empty else 0
+    groups: list = []
+    while step and (group := store.group(run_id, step, len(groups))) is not None:
+        groups.append(group)
+    return Snapshot(
+        run_id=run_id,
+        status=run["status"],
+        step=step,
+        steps=run["config"].get("steps", step),
+        history=steps.to_dict(orient="records"),
+        last_groups=GroupsScored(run_id, step, groups) if groups else None,
+        config=run["config"],
+        error=run["error"] or "",
+        health=examine(store, run_id),
+    )
+
+
+def latest_resumable(store: Store) -> str | None:
+    """The newest run that ended early and has a checkpoint to go on from (a run TRL trained has none)."""
+    runs = store.runs()
+    resumable = runs[runs.status.isin(RESUMABLE)]
+    with_checkpoint = resumable.run_id.map(lambda run_id: checkpoint_folder(store.workspace, run_id).exists())
+    return None if not with_checkpoint.any() else resumable.run_id[with_checkpoint].iloc[0]

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from workbench import grpo
 from workbench.config import Config
-from workbench.policy import Policy, load_policy
-from workbench.rollout import Rollouts, micro_batch_parts
+from workbench.engine import grpo
+from workbench.engine.policy import Policy, load_policy
+from workbench.engine.rollout import Rollouts, micro_batch_parts
 
 CRITIC_STATE = "critic_state.pt"  # the value head and the critic's optimizer
 

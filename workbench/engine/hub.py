@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.tiny import tiny_model_path
+from workbench.engine.tiny import tiny_model_path
 
 
 class ModelLoadError(RuntimeError):

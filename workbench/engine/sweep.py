@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.cli import train_arguments
+from workbench.commands import train_arguments
 from workbench.config import Config, ConfigError
-from workbench.store import Store
+from workbench.store.database import Store
 
 KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a word"}  # the fields a grid sweeps
 BOOLS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}

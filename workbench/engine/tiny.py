@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from workbench import tiny_corpus
-from workbench.hardware import autocast, cpu_has_bf16
+from workbench.engine import tiny_corpus
+from workbench.engine.hardware import autocast, cpu_has_bf16
 
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|unk|>"]
 CHARACTERS = [c for c in string.printable if c not in "\r\x0b\x0c"]
@@ -48,7 +48,7 @@ MIX = dict(arithmetic=3, format_following=1, reversal=1, length_target=1, countd
 # answers with the bare sum; a length or coding example with the completion of another example.
 WRONG = dict(format_following=0.3, length_target=0.5, coding=0.5)
 RECIPE_VERSION = 3  # bump when the corpus or the training recipe changes, then run build-tiny
-SHIPPED = Path(__file__).resolve().parent / "tiny_model"
+SHIPPED = Path(__file__).resolve().parents[1] / "tiny_model"  # package data
 
 
 def tiny_model_path() -> Path:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from workbench.policy import Policy
+from workbench.engine.policy import Policy
 
 if TYPE_CHECKING:
-    from workbench.critic import Critic
+    from workbench.engine.critic import Critic
 
 CRITIC_FOLDER = "critic"
 

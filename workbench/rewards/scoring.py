@@ -9,7 +9,7 @@ calls each with keywords: `completions` (strings, or TRL's message form `[{"role
 list (e.g. `answer`). The reward r_i is the weighted sum of the functions' values, skipping None
 (TRL's nansum); a completion that no function scored has reward None, and no advantage.
 
-A `Scorer` keeps one worker (`workbench.reward_worker`) for its source. A function that raises, runs
+A `Scorer` keeps one worker (`workbench.rewards.worker`) for its source. A function that raises, runs
 past `reward_time_limit`, exhausts `reward_memory_mb` or kills its process raises
 `RewardFunctionError`, whose `failure` names the function, the line, the first completion that fails
 on its own, the traceback and what the code printed; a killed worker is restarted for the next call.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from workbench.config import Config
 from workbench.events import RewardFailure
-from workbench.reward_worker import LOAD_TIME_LIMIT, OUTPUT_LIMIT
+from workbench.rewards.worker import LOAD_TIME_LIMIT, OUTPUT_LIMIT
 
 GRACE = 1.0  # seconds past a call's time limit before the worker is killed: it ignored the alarm
 # Completions a source is checked on before training, to see what its functions return.
@@ -49,6 +49,9 @@ class RewardFunctionError(RewardError):
     def __init__(self, failure: RewardFailure):
         super().__init__(failure.explain())
         self.failure = failure
+
+    def __reduce__(self):  # rebuilt from its failure: it travels between the processes of a data-parallel run
+        return type(self), (self.failure,)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class Scores:
 
 
 class RewardWorker:
-    """One `workbench.reward_worker` process, started on first use and again after it is lost."""
+    """One `workbench.rewards.worker` process, started on first use and again after it is lost."""
 
     def __init__(self, memory_mb: int):
         self.memory_mb = memory_mb
@@ -117,10 +120,10 @@ class RewardWorker:
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         self.capture = tempfile.TemporaryFile()  # the worker's stdout and stderr
-        package_parent = str(Path(__file__).resolve().parent.parent)
+        package_parent = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "workbench.reward_worker", str(theirs.fileno()), str(self.memory_mb)],
+            [sys.executable, "-u", "-m", "workbench.rewards.worker", str(theirs.fileno()), str(self.memory_mb)],
             stdin=subprocess.DEVNULL,
             stdout=self.capture,
             stderr=subprocess.STDOUT,

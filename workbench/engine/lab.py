@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench import grpo
 from workbench.config import Config
-from workbench.critic import Critic
-from workbench.policy import Policy
-from workbench.rollout import Rollouts
-from workbench.scoring import Scorer
-from workbench.tasks import Task
-from workbench.trainer import sample, score
+from workbench.engine import grpo
+from workbench.engine.critic import Critic
+from workbench.engine.policy import Policy
+from workbench.engine.rollout import Rollouts
+from workbench.engine.trainer import sample, score
+from workbench.rewards.scoring import Scorer
+from workbench.rewards.tasks import Task
 
 # The baselines `baseline_variance` compares: (label, advantage_estimator, group size K).
 BASELINES = (

@@ -1,6 +1,6 @@
 """The reward worker: the process that runs user reward code, so that its mistakes stay out of the trainer.
 
-`scoring.RewardWorker` starts it as `python -u -m workbench.reward_worker FD MEMORY_MB` and talks to it
+`scoring.RewardWorker` starts it as `python -u -m workbench.rewards.worker FD MEMORY_MB` and talks to it
 over the socket FD with pickled tuples, one reply per request:
 
     ("load", source, filename, columns)      -> ("loaded", [(name, line), ...]) | ("failed", RewardFailure)

@@ -21,9 +21,9 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from workbench.config import Config
-from workbench.grpo import token_log_probs
-from workbench.hardware import autocast, resolve_device, uses_bf16
-from workbench.hub import ModelLoadError, resolve_model
+from workbench.engine.grpo import token_log_probs
+from workbench.engine.hardware import autocast, resolve_device, uses_bf16
+from workbench.engine.hub import ModelLoadError, resolve_model
 
 # Logits held at once by the log-prob pass: tokens x vocabulary x 4 bytes stays under this (64 MiB).
 LOGITS_CHUNK_BYTES = 64 * 2**20
