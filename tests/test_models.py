@@ -52,10 +52,19 @@ needs_smollm2 = pytest.mark.skipif(
 @needs_smollm2
 def test_smollm2_loads_offline_by_hub_id_with_its_chat_template_and_trains_two_steps(tmp_path):
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # conftest: no hub, so the package-index copy is used
-    # one group per forward pass (micro_batch_tokens=1), prompts of different lengths: the passes see the
-    # prompts padded as the decode saw them, so bf16 sampling and training agree (trimmed: 0.07 here)
+    # one group per forward pass (micro_batch_tokens=1), prompts of different lengths, chat template, every
+    # EOS id: the update's passes compute what the decode computed, to fp32 rounding (measured 5e-5). fp32,
+    # because in bf16 the agreement is the CPU's: with AMX a decode step's matmuls (12 rows) and a training
+    # pass's (60) round differently, which 30 layers grow to a gap of 0.03 on average (README, Models)
     config = Config(
-        model=SMOLLM2, steps=2, group_size=4, prompts_per_step=3, max_new_tokens=16, lora_rank=8, micro_batch_tokens=1
+        model=SMOLLM2,
+        steps=2,
+        group_size=4,
+        prompts_per_step=3,
+        max_new_tokens=16,
+        lora_rank=8,
+        micro_batch_tokens=1,
+        precision="fp32",
     )
     policy = load_policy(config)
     assert type(policy.model.get_base_model()).__name__ == "LlamaForCausalLM"
@@ -67,7 +76,7 @@ def test_smollm2_loads_offline_by_hub_id_with_its_chat_template_and_trains_two_s
     events = list(train(config, load_task("short_answers"), tmp_path))
     finished = [e.metrics for e in events if isinstance(e, StepFinished)]
     assert len(finished) == 2 and finished[1]["kl"] > 0
-    assert max(m["sampling_logp_diff_max"] for m in finished) < 1e-2
+    assert max(m["sampling_logp_diff_max"] for m in finished) < 1e-3
     stored = Store(tmp_path).query("SELECT count(*) AS n FROM rollouts").n.item()
     assert stored == 2 * 3 * 4
 
