@@ -87,6 +87,8 @@ def test_a_stored_group_the_runs_and_the_steps_read_back(store):
     chat = [{"role": "user", "content": "[1, 2] sums to?"}]
     write_groups(store, "r1", 3, [(json.dumps(chat), [("3", 1.0), ("4", 0.0)]), ("[1] sums to?", [("1", 1.0)])])
     assert store.group("r1", 3, 0).prompt == chat and store.group("r1", 3, 1).prompt == "[1] sums to?"
+    assert store.groups("r1", 3) == [store.group("r1", 3, 0), store.group("r1", 3, 1)]  # a step's, in order
+    assert store.groups("r1", 9) == []
 
 
 def test_suspected_reward_hacking_flags_long_high_reward_completions(tmp_path):

@@ -413,14 +413,10 @@ def run_query(args: argparse.Namespace) -> int:
 
 def run_buckets(args: argparse.Namespace) -> int:
     """Print the run's reward buckets as a table: each function's value, count, share, mean reward, examples."""
-    from workbench.store.inspection import InspectionError, parse_steps, reward_buckets  # pandas loads only here
+    from workbench.store.inspection import parse_steps, reward_buckets  # pandas loads only here
 
-    try:
-        steps = parse_steps(args.steps) if args.steps is not None else None
-        buckets = reward_buckets(Store(args.workspace, create=False), args.run_id, steps, args.examples)
-    except InspectionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    steps = parse_steps(args.steps) if args.steps is not None else None
+    buckets = reward_buckets(Store(args.workspace, create=False), args.run_id, steps, args.examples)
     names = list(buckets.columns[: buckets.columns.get_loc("count")])
     where = "every step" if steps is None else f"steps {steps[0]}-{steps[1]}"
     print(
@@ -437,15 +433,10 @@ def run_buckets(args: argparse.Namespace) -> int:
 
 def run_tokens(args: argparse.Namespace) -> int:
     """Print one completion token by token, with the numbers of its update and each token's push."""
-    from workbench.store.inspection import InspectionError, completion_tokens  # pandas loads only here
+    from workbench.store.inspection import completion_tokens  # pandas loads only here
 
-    try:
-        shown = completion_tokens(
-            Store(args.workspace, create=False), args.run_id, args.step, args.group, args.completion
-        )
-    except InspectionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    store = Store(args.workspace, create=False)
+    shown = completion_tokens(store, args.run_id, args.step, args.group, args.completion)
     reward = "None" if shown.reward is None else f"{shown.reward:.3f}"
     print(
         f"run {shown.run_id}, step {shown.step}, group {shown.group_id}, completion {shown.sample_idx}: "

@@ -147,9 +147,7 @@ def stored_snapshot(store: Store, run_id: str) -> Snapshot:
     health checks that fire on it now."""
     run, steps = store.run(run_id), store.steps(run_id)
     step = int(steps.step.max()) if not steps.empty else 0
-    groups: list = []
-    while step and (group := store.group(run_id, step, len(groups))) is not None:
-        groups.append(group)
+    groups = store.groups(run_id, step) if step else []
     return Snapshot(
         run_id=run_id,
         status=run["status"],

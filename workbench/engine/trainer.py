@@ -592,7 +592,7 @@ def step_record(rounds: list[Round], trained: list[torch.Tensor], advantages: li
         groups,
         [ids for one in rounds for ids in one.rollouts.completion_id_lists],
         [{k: v for k, v in row.items() if k != "prompt"} for one in rounds for row in one.rows],
-        reward_output(rounds),
+        joined_output([one.scores.output for one in rounds]),
         sum(one.rollouts.entropies.sum().item() for one in rounds),
         sum(one.seconds_sample for one in rounds),
         sum(one.seconds_score for one in rounds),
@@ -617,12 +617,11 @@ def merge(records: list[StepRecord] | None) -> StepRecord | None:
     """One record of every process's, in rank order (their groups' ids follow on); None off rank 0."""
     if records is None or len(records) == 1:
         return records and records[0]
-    names = dict.fromkeys(name for r in records for name in r.output)
     return StepRecord(
         [g for r in records for g in r.groups],
         [ids for r in records for ids in r.completion_ids],
         [c for r in records for c in r.columns],
-        {name: "".join(r.output.get(name, "") for r in records) for name in names},
+        joined_output([r.output for r in records]),
         sum(r.entropy_sum for r in records),
         max(r.seconds_sample for r in records),  # the processes sample and score side by side
         max(r.seconds_score for r in records),
@@ -700,10 +699,10 @@ def make_groups(
     return groups
 
 
-def reward_output(rounds: list[Round]) -> dict[str, str]:
-    """What each reward function printed, over every round of the step."""
-    names = dict.fromkeys(name for one in rounds for name in one.scores.output)
-    return {name: "".join(one.scores.output.get(name, "") for one in rounds) for name in names}
+def joined_output(outputs: list[dict[str, str]]) -> dict[str, str]:
+    """What each reward function printed, over every round of the step or every process, in order."""
+    names = dict.fromkeys(name for output in outputs for name in output)
+    return {name: "".join(output.get(name, "") for output in outputs) for name in names}
 
 
 def _open_run(

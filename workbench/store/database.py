@@ -380,26 +380,24 @@ class Store:
 
     def group(self, run_id: str, step: int, group_id: int) -> Group | None:
         """One stored group, as the trainer yielded it (a chat prompt comes back as its messages)."""
-        key = [run_id, step, group_id]
-        where = "WHERE run_id = $1 AND step = $2 AND group_id = $3"
-        rollouts = self.query(f"SELECT * FROM rollouts {where} ORDER BY sample_idx", key)
-        if rollouts.empty:
-            return None
-        values = self.query(f"SELECT sample_idx, name, value FROM reward_values {where} ORDER BY sample_idx", key)
-        return Group(
-            group_id=group_id,
-            prompt=stored_prompt(rollouts.prompt[0]),
-            completions=rollouts.completion.tolist(),
-            rewards=rollouts.reward.tolist(),
-            reward_values={
-                name: [None if v != v else v for v in rows.value]  # NULL reads as NaN: a function returned None
-                for name, rows in values.groupby("name", sort=False)
-            },
-            advantages=rollouts.advantage.tolist(),
-            num_tokens=rollouts.num_tokens.tolist(),
-            truncated=rollouts.truncated.tolist(),
-            dropped=rollouts.dropped[0] is True,
-        )
+        groups = self.groups(run_id, step, group_id)
+        return groups[0] if groups else None
+
+    def groups(self, run_id: str, step: int, group_id: int | None = None) -> list[Group]:
+        """A stored step's groups in order (or the one `group_id` names), read on one connection."""
+        key = [run_id, step] if group_id is None else [run_id, step, group_id]
+        where = "WHERE run_id = $1 AND step = $2" + ("" if group_id is None else " AND group_id = $3")
+        with self.connect(read_only=True) as con:
+            rollouts = con.execute(f"SELECT * FROM rollouts {where} ORDER BY group_id, sample_idx", key).df()
+            values = con.execute(
+                f"SELECT group_id, sample_idx, name, value FROM reward_values {where} ORDER BY group_id, sample_idx",
+                key,
+            ).df()
+        values_of = dict(tuple(values.groupby("group_id")))
+        return [
+            _stored_group(int(g), rows, values_of.get(g, values.iloc[:0]))
+            for g, rows in rollouts.groupby("group_id", sort=True)
+        ]
 
     def export_run(self, run_id: str, folder: str | Path, format: str = "parquet") -> list[Path]:
         """Write a run's rows of every table to `folder/<table>.<format>` (parquet or csv)."""
@@ -607,6 +605,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _stored_group(group_id: int, rollouts: pd.DataFrame, values: pd.DataFrame) -> Group:
+    """A group from its rollouts rows and reward_values rows, by sample index."""
+    return Group(
+        group_id=group_id,
+        prompt=stored_prompt(rollouts.prompt.iloc[0]),
+        completions=rollouts.completion.tolist(),
+        rewards=rollouts.reward.tolist(),
+        reward_values={
+            name: [None if v != v else v for v in rows.value]  # NULL reads as NaN: a function returned None
+            for name, rows in values.groupby("name", sort=False)
+        },
+        advantages=rollouts.advantage.tolist(),
+        num_tokens=rollouts.num_tokens.tolist(),
+        truncated=rollouts.truncated.tolist(),
+        dropped=rollouts.dropped.iloc[0] is True,
+    )
 
 
 def stored_prompt(text: str) -> str | list[dict]:

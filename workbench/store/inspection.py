@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from workbench.events import Group
-from workbench.store.database import Store, stored_prompt
+from workbench.store.database import Store, StoreError, stored_prompt
 
 SORTS = {  # sort_by -> (column, ascending): the groups that teach the most come first
     "group": ("group_id", True),
@@ -37,7 +37,7 @@ SORTS = {  # sort_by -> (column, ascending): the groups that teach the most come
 STEP_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
-class InspectionError(ValueError):
+class InspectionError(StoreError):
     """What was asked for is not in the store (a run, a step, a prompt) or is malformed; the message says which."""
 
 

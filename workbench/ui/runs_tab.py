@@ -29,7 +29,6 @@ from workbench.store.inspection import (
     parse_steps,
     recurring_prompts,
     reward_buckets,
-    step_groups,
 )
 from workbench.ui import step_views, views
 
@@ -158,11 +157,7 @@ def build(store: Store) -> SimpleNamespace:
         """A step's groups, a row each (`inspection.step_groups`), sorted as picked."""
         if not run_id:
             return ""
-        step = int(picked_step or 0)
-        try:
-            return step_views.step_groups_html(step_groups(store, run_id, step, sort_by), step, sort_by)
-        except InspectionError as error:
-            return step_views.problem(error)
+        return step_views.stored_step_groups_html(store, run_id, int(picked_step or 0), sort_by)
 
     def open_row(run_id, picked_step, row: gr.SelectData):
         """A click on a row of the step view: its group below it."""

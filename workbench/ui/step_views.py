@@ -9,8 +9,8 @@ import json
 
 import pandas as pd
 
-from workbench.store.database import stored_prompt
-from workbench.store.inspection import BeforeAfter
+from workbench.store.database import Store, stored_prompt
+from workbench.store.inspection import BeforeAfter, InspectionError, step_groups
 from workbench.ui.views import CELL, color, cut, number, prompt_text, reward_text
 
 SORT_CHOICES = [  # (label, inspection.SORTS key) for the sort picker
@@ -50,6 +50,14 @@ def step_groups_html(groups: pd.DataFrame, step: int, sort_by: str) -> str:
         + f"<th style='{CELL};text-align:left' colspan='{size}'>completions: reward / advantage</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
     )
+
+
+def stored_step_groups_html(store: Store, run_id: str, step: int, sort_by: str) -> str:
+    """A stored step's groups (`inspection.step_groups`), or in their place why there are none."""
+    try:
+        return step_groups_html(step_groups(store, run_id, step, sort_by), step, sort_by)
+    except InspectionError as error:
+        return problem(error)
 
 
 def _group_row(row) -> str:

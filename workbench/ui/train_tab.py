@@ -24,7 +24,7 @@ from workbench.config import Config
 from workbench.engine.runner import Runner, Snapshot
 from workbench.plots import training_curves
 from workbench.store.database import Store
-from workbench.store.inspection import InspectionError, groups_table, step_groups
+from workbench.store.inspection import groups_table
 from workbench.ui import config_form, step_views, views
 
 REFRESH_SECONDS = 0.5
@@ -138,13 +138,13 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         page = views.stored_group_html(store.group(run_id, step, g), run_id, step, g, config)
         unfollowed = dict(group=None, groups=None, tokens=None, tokens_pending=None, following=False)
         tokens_page = views.stored_tokens_html(store, run_id, step, g, int(picked_completion or 0))
-        return page, stored_groups(run_id, step, sort_by), tokens_page, False, {**shown, **unfollowed}
-
-    def stored_groups(run_id, step, sort_by):
-        try:
-            return step_views.step_groups_html(step_groups(store, run_id, step, sort_by), step, sort_by)
-        except InspectionError as error:
-            return step_views.problem(error)
+        return (
+            page,
+            step_views.stored_step_groups_html(store, run_id, step, sort_by),
+            tokens_page,
+            False,
+            {**shown, **unfollowed},
+        )
 
     def latest_group(following, picked_group, picked_completion, sort_by, shown):
         """The picked group of the latest step, its tokens and the step's groups, now: no tick comes while no
@@ -175,7 +175,11 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         scored = runner.shown().last_groups
         if following and scored is not None:
             return step_views.step_groups_html(groups_table(scored.groups, sort_by), scored.step, sort_by)
-        return stored_groups(shown["run"], int(picked_step or 0), sort_by) if shown.get("run") else gr.skip()
+        return (
+            step_views.stored_step_groups_html(store, shown["run"], int(picked_step or 0), sort_by)
+            if shown.get("run")
+            else gr.skip()
+        )
 
     shows = [follow, group_id, completion, sort, drawn]
     outputs = [status, health, group, plot, step, step_view, tokens, drawn, timer]
