@@ -285,6 +285,9 @@ def test_dynamic_sampling_trains_only_on_groups_whose_rewards_differ(tmp_path):
     assert rounds.sampling_rounds.tolist() == (groups.groupby("step").group_id.max() // 3 + 1).tolist()
     assert [sum(not g.dropped for g in e.groups) for e in scored] == [3, 3, 3]
     assert all(a == 0 for e in scored for g in e.groups if g.dropped for a in g.advantages)
+    run_id = store.runs().run_id[0]
+    read_back = [g.dropped for step in (1, 2, 3) for g in store.groups(run_id, step)]
+    assert read_back == groups.dropped.tolist()  # the group view of a stored step says which were left out
 
 
 def test_dynamic_sampling_picks_the_first_p_groups_with_signal():

@@ -388,7 +388,11 @@ class Store:
         key = [run_id, step] if group_id is None else [run_id, step, group_id]
         where = "WHERE run_id = $1 AND step = $2" + ("" if group_id is None else " AND group_id = $3")
         with self.connect(read_only=True) as con:
-            rollouts = con.execute(f"SELECT * FROM rollouts {where} ORDER BY group_id, sample_idx", key).df()
+            rollouts = con.execute(
+                f"SELECT * REPLACE (coalesce(dropped, false) AS dropped) FROM rollouts {where} "
+                "ORDER BY group_id, sample_idx",
+                key,
+            ).df()  # dropped is NULL on rows older than dynamic sampling
             values = con.execute(
                 f"SELECT group_id, sample_idx, name, value FROM reward_values {where} ORDER BY group_id, sample_idx",
                 key,
@@ -621,7 +625,7 @@ def _stored_group(group_id: int, rollouts: pd.DataFrame, values: pd.DataFrame) -
         advantages=rollouts.advantage.tolist(),
         num_tokens=rollouts.num_tokens.tolist(),
         truncated=rollouts.truncated.tolist(),
-        dropped=rollouts.dropped.iloc[0] is True,
+        dropped=bool(rollouts.dropped.iloc[0]),  # a numpy bool: `is True` would never hold
     )
 
 
