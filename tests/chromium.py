@@ -14,6 +14,20 @@ FLAGS = [
 ]
 
 
+def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
+    """Wait until `selector` shows `text`; on a time-out, say what it showed instead."""
+    from playwright.sync_api import TimeoutError
+
+    try:
+        page.wait_for_function(
+            "([s, t]) => document.querySelector(s)?.innerText.includes(t)", arg=[selector, text], timeout=timeout
+        )
+    except TimeoutError:
+        shown = page.locator(selector).inner_text() if page.locator(selector).count() else "(no such element)"
+        waited = f"{selector} never showed {text!r} in {timeout / 1000:.0f} s"
+        raise AssertionError(f"{waited}; it shows {shown!r}") from None
+
+
 def fill_stable(page, selector: str, text: str) -> None:
     """Fill, wait, check, refill: Gradio can reset a value typed right after a page load or a tab's first showing."""
     box = page.locator(selector)

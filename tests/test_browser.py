@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from chromium import CHROMIUM, FLAGS, fill_stable, set_code
+from chromium import CHROMIUM, FLAGS, fill_stable, set_code, wait_text
 
 PROMPTS = "".join(
     f'{{"prompt": "{a}+{b}=", "answer": "{a + b}"}}\n' for a, b in [(12, 30), (25, 25), (41, 17), (33, 9)]
@@ -39,12 +39,6 @@ def page(app_url):
         page.wait_for_selector("#reward-editor .cm-content")
         yield page
         browser.close()
-
-
-def wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:
-    page.wait_for_function(
-        "([s, t]) => document.querySelector(s)?.innerText.includes(t)", arg=[selector, text], timeout=timeout
-    )
 
 
 def zoom_first_panel(page) -> list[float]:

@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from chromium import CHROMIUM, assert_tokens_shown, fill_stable
+from chromium import CHROMIUM, assert_tokens_shown, fill_stable, wait_text
 from conftest import serve_app
-from test_browser_pages import open_page, wait_text
+from test_browser_pages import open_page
 from test_inspection import CONFIG, six_prompts
 
 from workbench.engine.trainer import train

@@ -1,8 +1,8 @@
 """Pages that are quiet while nothing trains and never blank while the store holds runs, in Debian's chromium.
 
-1. An idle Train tab sends (nearly) no requests (it made 40 in 10 s when its timer always ticked); a
-   started run still draws its steps live and its final status, and then the page goes quiet again; a
-   page hidden in the background does not poll.
+1. An idle Train tab sends (nearly) no requests (it made 40 in 10 s when its timer always ticked), nor
+   does a refused Start; a started run still draws its steps live and its final status, and then the page
+   goes quiet again; a page hidden in the background does not poll.
 2. An app restarted on a workspace that holds runs opens on the newest: the Runs tab and the Train tab
    show its status, curves and latest group with the store's numbers, and Resume goes on with the run
    that stopped early.
@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from chromium import CHROMIUM, assert_tokens_shown, fill_stable, set_code
+from chromium import CHROMIUM, assert_tokens_shown, fill_stable, set_code, wait_text
 from conftest import serve_app
 
 from workbench.config import Config
@@ -52,12 +52,6 @@ def requests_during(page, seconds: float) -> list[str]:
     before = len(page.requests)
     page.wait_for_timeout(seconds * 1000)
     return page.requests[before:]
-
-
-def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
-    page.wait_for_function(
-        "([s, t]) => document.querySelector(s)?.innerText.includes(t)", arg=[selector, text], timeout=timeout
-    )
 
 
 def live_step(page) -> int:
@@ -94,6 +88,18 @@ def test_an_idle_page_is_quiet_and_a_run_is_followed_live_to_its_end(browser, ap
     idle = requests_during(page, IDLE_SECONDS)
     print(f"an idle Train tab asked the app {len(idle)} times in {IDLE_SECONDS} s: {idle}")
     assert len(idle) <= 1
+
+    # a refused Start does not poll: its tick, answered after the next Start's, turned the timer off under
+    # that run, and the page said "idle" for the whole run
+    page.get_by_role("tab", name="Task & reward").click()
+    set_code(page, "def broken(:\n")
+    page.get_by_role("tab", name="Train").click()
+    before = len(page.requests)
+    page.click("#start-button")
+    wait_text(page, "#train-message", "syntax error")
+    page.wait_for_timeout(3000)
+    events = [url for url in page.requests[before:] if "/queue/join" in url]
+    assert len(events) <= 2, events  # Start, and its check whether a run started
 
     page.get_by_role("tab", name="Task & reward").click()
     set_code(page, ALWAYS_ONE)  # every group's rewards are equal: no_signal fires after step 1

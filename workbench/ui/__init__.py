@@ -56,14 +56,15 @@ def build_app(workspace: str) -> gr.Blocks:
                 validate_rewards(task.rewards, task.rows, config)
                 runner.start(config, task)
             except RewardError as error:
-                return views.reward_error(error), gr.skip(), gr.skip()
+                return views.reward_error(error), gr.skip(), gr.skip(), False
             except (ConfigError, RuntimeError) as error:
-                return f"**Not started:** {html.escape(str(error))}", gr.skip(), gr.skip()
+                return f"**Not started:** {html.escape(str(error))}", gr.skip(), gr.skip(), False
             reward_file = str(save_reward(workspace, task))
             return (
                 f"Started with reward version `{task.rewards.version}`.",
                 command_line(config, task.reference, workspace, reward_file),
                 python_code(config, task.reference, workspace, reward_file),
+                True,
             )
 
         def start_a_sweep(text, task: Task, grid_text, seeds_text, parallel, *form):
@@ -88,12 +89,12 @@ def build_app(workspace: str) -> gr.Blocks:
         def resume_run(text):
             run_id = runner.snapshot.run_id or latest_resumable(store)
             if run_id is None:
-                return "**Nothing to resume:** no stopped, paused or failed run in this workspace."
+                return "**Nothing to resume:** no stopped, paused or failed run in this workspace.", False
             try:
                 runner.resume(run_id, RewardSource(text, REWARD_FILE))
             except (TaskError, ConfigError, RuntimeError) as error:
-                return f"**Not resumed:** {html.escape(str(error))}"
-            return f"Resuming `{run_id}` from its last checkpoint with the editor's reward."
+                return f"**Not resumed:** {html.escape(str(error))}", False
+            return f"Resuming `{run_id}` from its last checkpoint with the editor's reward.", True
 
         def swap_reward(text):
             if not runner.busy or runner.task is None:
@@ -108,10 +109,14 @@ def build_app(workspace: str) -> gr.Blocks:
 
         inputs = [data.editor, data.task, *live.form]
         data.dry_run.click(dry_run_reward, inputs, [data.message, data.dry_run_result], api_name="dry_run")
-        started = live.start.click(start_run, inputs, [live.message, live.command, live.code], api_name="start_run")
-        resumed = live.resume.click(resume_run, data.editor, live.message, api_name="resume_run")
-        for event in (started, resumed):  # the Train tab polls while the run is active
-            event.then(live.watch, None, live.timer, api_visibility="private")
+        # the Train tab polls while the run is active: a Start or Resume that started one turns the timer on,
+        # a refused one does not (its first tick could turn the timer off under the next Start's run)
+        started = live.start.click(
+            start_run, inputs, [live.message, live.command, live.code, live.started], api_name="start_run"
+        )
+        resumed = live.resume.click(resume_run, data.editor, [live.message, live.started], api_name="resume_run")
+        for event in (started, resumed):
+            event.then(live.watch, live.started, live.timer, api_visibility="private")
         train_page.select(live.open, live.shows, live.outputs, api_visibility="private")
         live.swap.click(swap_reward, data.editor, live.message, api_name="swap_reward")
         runs.sweep_start.click(

@@ -60,6 +60,7 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
     # group, completion), tokens_pending (the same, while its step updates), following
     drawn = gr.State({})
     timer = gr.Timer(REFRESH_SECONDS, active=False)
+    started = gr.State(False)  # whether the last Start or Resume started a run
 
     def draw(snapshot: Snapshot, following, picked_group, picked_completion, sort_by, shown):
         """The status line, and the curves, health banner, group, step, step view and token view that changed
@@ -118,14 +119,20 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         return *page, gr.Timer(active=active)
 
     def refresh(following, picked_group, picked_completion, sort_by, shown):
-        """A tick: what changed; the tick that sees the run over draws its final state and stops the timer."""
-        timer_update = gr.skip() if runner.snapshot.active else gr.Timer(active=False)
-        return *draw(runner.shown(), following, picked_group, picked_completion, sort_by, shown), timer_update
+        """A tick: what changed; the tick that sees the run over draws its final state and stops the timer.
 
-    def watch():
-        """After Start or Resume: poll; the first tick stops it again if the run is not active (a refused
-        Start, or a run over already)."""
-        return gr.Timer(active=True)
+        The runner is read again after drawing: a Start handled while this tick drew turns the timer on, and
+        this tick's answer, arriving later, must not turn it off under the new run (the page then said "idle"
+        for the whole run)."""
+        active = runner.snapshot.active  # read first: a run that ends meanwhile is drawn in its final state
+        page = draw(runner.shown(), following, picked_group, picked_completion, sort_by, shown)
+        over = not active and not runner.snapshot.active
+        return *page, gr.Timer(active=False) if over else gr.skip()
+
+    def watch(started: bool):
+        """After Start or Resume: poll if they started a run; the first tick stops it again if the run is over
+        already."""
+        return gr.Timer(active=True) if started else gr.skip()
 
     def look_back(picked_step, picked_group, picked_completion, sort_by, shown):
         """The picked step's group, its tokens and the step's groups from the store; following stops until the
@@ -200,6 +207,7 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         command=command,
         code=code,
         timer=timer,
+        started=started,
         watch=watch,
         open=open_page,
         shows=shows,
