@@ -54,6 +54,14 @@ def requests_during(page, seconds: float) -> list[str]:
     return page.requests[before:]
 
 
+def quiet(page, seconds: float = 1, timeout: float = 30) -> None:
+    """Wait until the page has asked nothing for `seconds`."""
+    for _ in range(int(timeout / seconds)):
+        if not requests_during(page, seconds):
+            return
+    raise AssertionError(f"the page never went quiet for {seconds} s")
+
+
 def live_step(page) -> int:
     return int(page.locator("#live-group #live-step").get_attribute("data-step"))
 
@@ -94,6 +102,7 @@ def test_an_idle_page_is_quiet_and_a_run_is_followed_live_to_its_end(browser, ap
     page.get_by_role("tab", name="Task & reward").click()
     set_code(page, "def broken(:\n")
     page.get_by_role("tab", name="Train").click()
+    quiet(page)  # the tab's own drawing done
     before = len(page.requests)
     page.click("#start-button")
     wait_text(page, "#train-message", "syntax error")
