@@ -112,22 +112,24 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         shown["tokens"], shown["tokens_pending"] = key, None
         return views.stored_tokens_html(store, *key) if frame.empty else views.token_view_html(frame, *key)
 
+    def still_active(active_before: bool) -> bool:
+        """Whether to poll after a draw that began with the run `active_before` (read first: a run that ends
+        meanwhile is drawn in its final state). The runner is read again: a Start handled during the draw
+        turns the timer on, and this answer, arriving later, must not turn it off under the new run (the page
+        then said "idle" for the whole run)."""
+        return active_before or runner.snapshot.active
+
     def open_page(following, picked_group, picked_completion, sort_by, shown):
         """The tab as it opens: everything drawn afresh; the timer on while the runner's run is active."""
-        active = runner.snapshot.active  # read first: a run that ends meanwhile is drawn in its final state
+        active = runner.snapshot.active
         page = draw(runner.shown(), following, picked_group, picked_completion, sort_by, {})
-        return *page, gr.Timer(active=active)
+        return *page, gr.Timer(active=still_active(active))
 
     def refresh(following, picked_group, picked_completion, sort_by, shown):
-        """A tick: what changed; the tick that sees the run over draws its final state and stops the timer.
-
-        The runner is read again after drawing: a Start handled while this tick drew turns the timer on, and
-        this tick's answer, arriving later, must not turn it off under the new run (the page then said "idle"
-        for the whole run)."""
-        active = runner.snapshot.active  # read first: a run that ends meanwhile is drawn in its final state
+        """A tick: what changed; the tick that sees the run over draws its final state and stops the timer."""
+        active = runner.snapshot.active
         page = draw(runner.shown(), following, picked_group, picked_completion, sort_by, shown)
-        over = not active and not runner.snapshot.active
-        return *page, gr.Timer(active=False) if over else gr.skip()
+        return *page, gr.skip() if still_active(active) else gr.Timer(active=False)
 
     def watch(started: bool):
         """After Start or Resume: poll if they started a run; the first tick stops it again if the run is over
