@@ -28,6 +28,31 @@ def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
         raise AssertionError(f"{waited}; it shows {shown!r}") from None
 
 
+def choose(page, elem_id: str, value: str | None = None) -> str:
+    """Pick `value` (None: the first option) from the dropdown `#elem_id` as a user does: open it, click the
+    option. Reopened when the click fails: a list opened while the tab still draws stays where it opened, and
+    what the tab draws above can move the dropdown away from it (the option ends up under another element or
+    outside the viewport)."""
+    from playwright.sync_api import TimeoutError
+
+    box = page.locator(f"#{elem_id} input")
+    for _ in range(5):
+        box.click()
+        option = page.get_by_role("option")
+        option = option.first if value is None else page.get_by_role("option", name=value, exact=True)
+        try:
+            name = option.get_attribute("aria-label", timeout=5_000)
+            option.click(timeout=5_000)
+            page.wait_for_function(
+                "([s, v]) => document.querySelector(s)?.value === v", arg=[f"#{elem_id} input", name], timeout=5_000
+            )
+            return name
+        except TimeoutError:
+            box.blur()  # closes the list, after its closing animation: only then does a click open a new one
+            page.wait_for_function("() => !document.querySelector('[role=option]')")
+    raise AssertionError(f"#{elem_id} never took {value or 'its first option'!r}")
+
+
 def fill_stable(page, selector: str, text: str) -> None:
     """Fill, wait, check, refill: Gradio can reset a value typed right after a page load or a tab's first showing."""
     box = page.locator(selector)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from chromium import CHROMIUM, FLAGS, fill_stable, set_code, wait_text
+from chromium import CHROMIUM, FLAGS, choose, fill_stable, set_code, wait_text
 
 PROMPTS = "".join(
     f'{{"prompt": "{a}+{b}=", "answer": "{a + b}"}}\n' for a, b in [(12, 30), (25, 25), (41, 17), (33, 9)]
@@ -138,8 +138,7 @@ def test_the_whole_flow_from_upload_to_query_runs_and_reload(page, tmp_path):
     page.get_by_role("tab", name="Runs").click()
     page.wait_for_selector("#runs-table [role=gridcell]")
     assert "sums" in page.inner_text("#runs-table") and "stopped" in page.inner_text("#runs-table")
-    page.locator("#runs-open input").click()
-    page.get_by_role("option").first.click()
+    choose(page, "runs-open")
     page.wait_for_selector("#run-plot .js-plotly-plot")
     wait_text(page, "#run-group", "group mean reward")
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
@@ -148,15 +147,6 @@ def test_the_whole_flow_from_upload_to_query_runs_and_reload(page, tmp_path):
     page.get_by_role("tab", name="Train").click()
     wait_text(page, "#run-status", "run ")
     assert "stopped" in page.inner_text("#run-status")  # the run lives in the server, not the page
-
-
-def choose(page, elem_id: str, value: str) -> None:
-    """Pick a value from a form dropdown, as a user does: open it, click the option."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=value, exact=True).click()
-    page.wait_for_function(
-        "([s, v]) => document.querySelector(s)?.value === v", arg=[f"#{elem_id} input", value], timeout=5_000
-    )
 
 
 def test_the_estimator_and_its_knobs_from_the_form(page, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from chromium import CHROMIUM, assert_tokens_shown, fill_stable, set_code, wait_text
+from chromium import CHROMIUM, assert_tokens_shown, choose, fill_stable, set_code, wait_text
 from conftest import serve_app
 
 from workbench.config import Config
@@ -188,8 +188,7 @@ def test_a_restarted_app_opens_on_the_newest_run_with_its_health(browser, worksp
         assert f"group mean reward {group_mean:.2f}" in page.inner_text("#run-group")
         assert page.inner_text("#runs-health").strip() == ""  # a healthy run: no banner
 
-        page.locator("#runs-open input").click()
-        page.get_by_role("option", name=workspace.no_signal, exact=True).click()
+        choose(page, "runs-open", workspace.no_signal)
         wait_text(page, "#run-summary", workspace.no_signal)
         wait_text(page, "#runs-health", "no_signal")
         assert "had rewards all equal" in page.inner_text("#runs-health")

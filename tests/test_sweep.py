@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from chromium import CHROMIUM, FLAGS
+from chromium import CHROMIUM, FLAGS, choose
 from gradio_client import Client
 
 from workbench.config import Config, ConfigError
@@ -232,8 +232,7 @@ def test_the_runs_tab_shows_a_sweep_in_the_browser(app_url, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         page.goto(app_url)
         page.get_by_role("tab", name="Runs").click()
-        page.locator("#sweep-open input").click()
-        page.get_by_role("option", name="sweep-b", exact=True).click()
+        choose(page, "sweep-open", "sweep-b")
         page.wait_for_selector("#sweep-table [role=gridcell]")
         headers = page.locator("#sweep-table [role=columnheader]").all_inner_texts()
         assert [h.strip() for h in headers][:3] == ["beta", "seeds", "finished"]
