@@ -35,16 +35,16 @@ def choose(page, elem_id: str, value: str | None = None) -> str:
     outside the viewport)."""
     from playwright.sync_api import TimeoutError
 
-    box = page.locator(f"#{elem_id} input")
+    selector = f"#{elem_id} input"
+    box = page.locator(selector)
+    option = page.get_by_role("option").first if value is None else page.get_by_role("option", name=value, exact=True)
     for _ in range(5):
         box.click()
-        option = page.get_by_role("option")
-        option = option.first if value is None else page.get_by_role("option", name=value, exact=True)
         try:
             name = option.get_attribute("aria-label", timeout=5_000)
             option.click(timeout=5_000)
             page.wait_for_function(
-                "([s, v]) => document.querySelector(s)?.value === v", arg=[f"#{elem_id} input", name], timeout=5_000
+                "([s, v]) => document.querySelector(s)?.value === v", arg=[selector, name], timeout=5_000
             )
             return name
         except TimeoutError:
