@@ -6,7 +6,7 @@ The same as `python -m workbench app`, which an installed package runs from any 
 import argparse
 import sys
 
-from workbench.cli import add_app_flags, run_app
+from workbench.cli.app import add_app_flags, run_app
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -11,7 +11,8 @@ on the same work, each in its own process.
 
 Made to run in under 5 minutes on one H100 with only torch, transformers, peft and accelerate
 installed and no network: the workbench's other needs (duckdb, pandas, pyarrow, tqdm, safetensors;
-TRL and datasets for --trl) travel as wheels (see the device notes in the README).
+TRL and datasets for --trl) travel as wheels, downloaded beside the repository with
+`pip download --only-binary=:all: -d .whl ...` and installed there with `pip install --no-index --find-links .whl`.
 """
 
 from __future__ import annotations

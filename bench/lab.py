@@ -1,4 +1,4 @@
-"""The seed's four claims about GRPO, measured (workbench.engine.lab): the README's "GRPO lab" tables.
+"""The seed's four claims about GRPO, measured (workbench.engine.lab): the "GRPO lab" tables of docs/lab.md.
 
     python bench/lab.py [--parts memory variance signal beta] [--models tiny smollm2]
 
@@ -29,9 +29,9 @@ import tempfile
 from workbench import Config, Store, load_task
 from workbench.engine import lab
 from workbench.engine.checkpoint import checkpoint_folder
-from workbench.engine.critic import load_critic
 from workbench.engine.hub import ModelLoadError, resolve_model
 from workbench.engine.policy import load_policy
+from workbench.engine.ppo import load_critic
 from workbench.engine.sweep import run_sweep, summary
 from workbench.engine.trainer import train
 
@@ -60,7 +60,7 @@ def memory(models: list[str], steps: int, real_steps: int) -> None:
     rows = []
     for model in models:
         if model == "smollm2" and not available(SMOLLM2):
-            print(f"{SMOLLM2} is not installed (the README's real-models section says how): its rows are left out\n")
+            print(f"{SMOLLM2} is not installed (docs/models.md says how): its rows are left out\n")
             continue
         task, base, seeds = "arithmetic", Config(steps=steps, **BOTH), [0, 1, 2]
         if model == "smollm2":

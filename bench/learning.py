@@ -3,7 +3,7 @@
     python bench/learning.py [--minutes 5] [--seeds 0 1 2]
 
 Accuracy is greedy exact match on 300 two-digit additions that are not in the task's prompts.
-Prints one line per seed and the medians; figures go in the README.
+Prints one line per seed and the medians; figures go in docs/figures.md.
 """
 
 from __future__ import annotations

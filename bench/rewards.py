@@ -52,7 +52,7 @@ def in_process(task, rows, completions, completion_ids) -> float:
 
 def isolated(scorer, rows, completions, completion_ids) -> float:
     started = time.perf_counter()
-    scorer.score(rows, completions, completion_ids, SimpleNamespace(global_step=0, max_steps=1))
+    scorer.score(rows, completions, completion_ids)
     return time.perf_counter() - started
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from workbench import Config, Store, load_task, train
 from workbench.events import StepFinished
-from workbench.store.database import COMMIT_SECONDS
 from workbench.store.queries import NAMED_QUERIES, named_sql, run_sql
+from workbench.store.writer import COMMIT_SECONDS
 
 
 def median_step_seconds(steps: int, seed: int) -> float:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from gradio_client import Client, handle_file
 
 from workbench.config import Config
@@ -14,6 +15,7 @@ from workbench.ui import config_form
 SMALL = config_form.values(Config(steps=3, group_size=4, prompts_per_step=2, max_new_tokens=8))
 
 APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
+pytestmark = pytest.mark.slow  # each test starts the app in a process of its own
 
 
 def test_binding_off_localhost_needs_a_password(tmp_path):

@@ -23,9 +23,11 @@ REWARD = (
 )
 BROKEN = "def correct(completions):\n    return [0.0] * len(completions)\n"
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which(CHROMIUM), reason=f"browser tests need Debian's chromium at {CHROMIUM}"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"browser tests need Debian's chromium at {CHROMIUM}"),
+]
 
 
 @pytest.fixture

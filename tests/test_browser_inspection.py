@@ -23,9 +23,11 @@ from workbench.events import RunStarted
 from workbench.store.database import Store
 from workbench.store.inspection import before_after, recurring_prompts, reward_buckets, step_groups
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which(CHROMIUM), reason=f"browser tests need Debian's chromium at {CHROMIUM}"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"browser tests need Debian's chromium at {CHROMIUM}"),
+]
 
 
 def shown_rows(page, view: str) -> list[dict]:

@@ -33,9 +33,11 @@ from workbench.store.database import Store
 ALWAYS_ONE = "def always_one(completions, **kwargs):\n    return [1.0 for _ in completions]\n"
 IDLE_SECONDS = 10
 
-pytestmark = pytest.mark.skipif(
-    not shutil.which(CHROMIUM), reason=f"browser tests need Debian's chromium at {CHROMIUM}"
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"browser tests need Debian's chromium at {CHROMIUM}"),
+]
 
 
 def open_page(browser, url: str):

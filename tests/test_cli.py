@@ -1,7 +1,12 @@
-"""The CLI as a user runs it: train, query, help, and errors on bad input."""
+"""The CLI as a user runs it: train, query, help, and errors on bad input; commands that neither train nor
+sample answer without loading torch."""
 
 import subprocess
 import sys
+
+import pytest
+
+from workbench.store.database import Store
 
 
 def cli(*args, check=True):
@@ -19,6 +24,7 @@ def test_help_lists_the_commands():
     assert "completions sampled per prompt" in train_help  # the field's docstring is its help
 
 
+@pytest.mark.slow
 def test_train_then_query(tmp_path):
     result = cli(
         "train",
@@ -47,6 +53,7 @@ def test_train_then_query(tmp_path):
     assert csv.splitlines() == ["step,n", "1,8", "2,8"]
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2_with_a_message(tmp_path):
     bad_config = cli("train", "--task", "arithmetic", "--group-size", "1", "--workspace", str(tmp_path), check=False)
     assert bad_config.returncode == 2 and "group_size must be" in bad_config.stderr
@@ -58,6 +65,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path):
     assert no_store.returncode == 2 and "no store" in no_store.stderr
 
 
+@pytest.mark.slow
 def test_validate_dry_run_a_paused_run_resumed_with_a_fixed_reward_and_rescore(tmp_path):
     valid = cli("validate", "--task", "arithmetic").stdout
     assert "reward functions correct" in valid and "'' for '" in valid
@@ -101,3 +109,54 @@ def test_a_step_with_no_scored_completion_is_reported(tmp_path, capsys):
     flags = ["--steps", "1", "--group-size", "2", "--prompts-per-step", "2", "--max-new-tokens", "4"]
     assert main(["train", "--task", str(folder), "--workspace", str(tmp_path / "w"), *flags]) == 0
     assert "step 1: no reward function scored any completion" in capsys.readouterr().err
+
+
+HEAVY = {"torch", "transformers", "peft", "gradio"}  # ~3 s and ~320 MiB before a command did anything
+COMMANDS = [
+    *("train", "sweep", "build-tiny"),
+    *("validate", "dry-run", "rescore"),
+    *("query", "buckets", "tokens", "doctor", "export"),
+    "app",
+]
+IN_ONE_PROCESS = """
+import contextlib, io, sys
+from workbench.cli import main
+for argv, expected in {calls!r}:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code
+    assert code == expected, (argv, code)
+print(sorted({{name.split(".")[0] for name in sys.modules}} & {heavy!r}))
+"""
+
+
+def imported_by(*args, code=0) -> set[str]:
+    """The top-level packages `python -m workbench ARGS` imports, as -X importtime lists them."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "workbench", *args], capture_output=True, text=True
+    )
+    assert result.returncode == code, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines}
+
+
+@pytest.mark.slow
+def test_commands_that_neither_train_nor_sample_load_no_torch(tmp_path):
+    """--help, every command's --help, query, validate, and buckets, tokens and doctor (here on a run that
+    is not there: they import all they read with) answer at once: torch, transformers, peft and gradio load
+    in the functions of the commands that train, sample, export or serve, never when the CLI is imported."""
+    Store(tmp_path)  # an empty store to query
+    assert "torch" in imported_by("train", "--task", "arithmetic", "--group-size", "1", code=2)  # it sees torch
+    assert imported_by("--help") & HEAVY == set()
+    assert imported_by("query", "--workspace", str(tmp_path), "select 1") & HEAVY == set()
+
+    workspace = ["--workspace", str(tmp_path)]
+    calls = [([command, "--help"], 0) for command in COMMANDS]
+    calls += [(["validate", "--task", "arithmetic"], 0), (["query", *workspace, "SELECT 1"], 0)]
+    calls += [([command, "nope", *workspace], 2) for command in ("buckets", "tokens", "doctor")]
+    script = IN_ONE_PROCESS.format(calls=calls, heavy=HEAVY)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

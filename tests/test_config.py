@@ -4,9 +4,12 @@ import dataclasses
 import math
 
 import pytest
+import torch
 
+from workbench import variants
 from workbench.cli import build_parser, config_from_args
 from workbench.config import Config, ConfigError, field_docs
+from workbench.engine import grpo
 
 
 @pytest.mark.parametrize(
@@ -35,8 +38,24 @@ def test_invalid_values_name_the_field(values, words):
         assert word in str(error.value)
 
 
-def test_beta_zero_is_allowed():
+def test_beta_zero_is_the_least_beta_and_leaves_the_reference_out_of_the_loss():
+    """beta 0 is allowed and anything below it is refused; with it the loss cannot depend on pi_ref, so skipping the
+    reference's forward pass changes no number (test_training's test_beta_zero_skips_the_reference: a run does)."""
     assert Config(beta=0).beta == 0
+    with pytest.raises(ConfigError, match="beta must be 0 or more"):
+        Config(beta=-1e-9)
+
+    log_probs = torch.log(torch.tensor([[0.5, 0.25], [0.125, 0.5]]))  # (B, T), B = 2 completions of one group
+    far_reference = torch.log(torch.tensor([[0.05, 0.9], [0.6, 0.01]]))  # far from pi_theta: k3 KL ~2 a token
+
+    def loss(reference, beta):
+        settings = dict(beta=beta, clip_epsilon=0.2, loss_type="grpo", batch_completions=2, batch_tokens=4)
+        return grpo.grpo_loss(log_probs, log_probs, reference, torch.tensor([1.0, -1.0]), torch.ones(2, 2), **settings)
+
+    without, stats = loss(None, beta=0.0)
+    assert "kl" not in stats
+    assert loss(far_reference, beta=0.0)[0].item() == without.item()
+    assert loss(far_reference, beta=0.04)[0].item() > without.item() + 0.01  # the same reference counts when beta > 0
 
 
 def test_every_field_is_documented():
@@ -72,11 +91,50 @@ def test_a_stored_boolean_scale_rewards_loads_as_its_name():
     assert Config.from_dict({"scale_rewards": False}).scale_rewards == "none"
 
 
-def test_the_choices_are_the_math_modules():
-    from workbench.config import CHOICES
-    from workbench.engine import grpo
+def test_every_variant_the_config_offers_has_its_own_formula():
+    """Each name in workbench.variants (the config's choices) is implemented by workbench.engine.grpo, and gives the
+    number worked out by hand here. Two groups of G = 3: rewards (0, 0, 3) and (1, 2, 3)."""
+    rewards = torch.tensor([0.0, 0.0, 3.0, 1.0, 2.0, 3.0])
+    # r - b, by estimator: grpo b = group mean (1, 2); rloo b = mean of the other two (3/2, 3/2, 0 | 5/2, 2, 3/2);
+    # reinforce b = 0; reinforce_batch_mean b = 9/6 = 1.5
+    centred = {
+        "grpo": [-1.0, -1.0, 2.0, -1.0, 0.0, 1.0],
+        "rloo": [-1.5, -1.5, 3.0, -1.5, 0.0, 1.5],
+        "reinforce": [0.0, 0.0, 3.0, 1.0, 2.0, 3.0],
+        "reinforce_batch_mean": [-1.5, -1.5, 1.5, -0.5, 0.5, 1.5],
+    }
+    # s, by scaling (Bessel's std): the groups' variances (1 + 1 + 4) / 2 = 3 and (1 + 0 + 1) / 2 = 1; the batch's
+    # squared deviations from 1.5 sum to 4 x 2.25 + 2 x 0.25 = 9.5, over 5
+    scale = {
+        "group": [3**0.5 + 1e-4] * 3 + [1 + 1e-4] * 3,
+        "batch": [1.9**0.5 + 1e-4] * 6,
+        "none": [1.0] * 6,
+    }
+    assert set(centred) == set(variants.ESTIMATORS) - {"ppo"} and set(scale) == set(variants.SCALINGS)
+    for estimator, a in centred.items():
+        for scaling, s in scale.items():
+            if scaling == "group" and estimator not in variants.GROUP_BASELINES:
+                continue  # the config refuses it: a group's std fits a group's baseline only
+            expected = torch.tensor([x / y for x, y in zip(a, s)])
+            torch.testing.assert_close(grpo.group_advantages(rewards, 3, scaling, estimator), expected)
+    # ppo: GAE on a critic's values; with lambda = 1 each token's advantage is r - V_t
+    values = torch.tensor([[0.5, 1.0, 0.0]])  # (B, T), one completion of two tokens
+    advantages, returns = grpo.gae(torch.tensor([2.0]), values, torch.tensor([[1, 1, 0]]), lam=1.0)
+    torch.testing.assert_close(advantages, torch.tensor([[1.5, 1.0, 0.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[2.0, 2.0, 0.0]]))
 
-    assert CHOICES["advantage_estimator"] == grpo.ESTIMATORS and CHOICES["loss_type"] == grpo.LOSS_TYPES
+    # per-token losses 1, 2, 3 | 4 (B = 2 completions of 3 and 1 tokens, 4 tokens, max_new_tokens 3)
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    aggregated = {
+        "grpo": (6 / 3 + 4 / 1) / 2,  # each completion's token mean, then their mean
+        "bnpo": 10 / 4,  # the batch's token mean (a batch is one optimizer step here: the same as dapo)
+        "dapo": 10 / 4,
+        "dr_grpo": 10 / (2 * 3),  # a constant: completions x max_new_tokens
+    }
+    assert set(aggregated) == set(variants.LOSS_TYPES)
+    for loss_type, expected in aggregated.items():
+        assert grpo.aggregate(per_token, mask, loss_type, 2, 4, max_new_tokens=3).item() == pytest.approx(expected)
 
 
 def test_round_trip_through_json():
@@ -97,7 +155,6 @@ def test_learning_rate_schedules_by_hand():
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
 def test_learning_rate_schedules_match_transformers(kind):
     """The schedule TRL's trainer uses: transformers.get_scheduler, stepped after each optimizer step."""
-    import torch
     from transformers import get_scheduler
 
     config = Config(steps=12, warmup_steps=3, learning_rate=0.5, lr_scheduler_type=kind)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from workbench import cli
+from workbench.cli import progress
 from workbench.config import Config, ConfigError
 from workbench.engine import distributed, trainer
 from workbench.engine.checkpoint import checkpoint_folder
@@ -57,6 +57,7 @@ def adapter(workspace: Path, run_id: str) -> dict[str, torch.Tensor]:
     return load_file(checkpoint_folder(workspace, run_id) / "adapter_model.safetensors")
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert workbench_train(one, *SETTINGS, "--steps", "2").returncode == 0
@@ -100,6 +101,7 @@ def correct(completions, answer, trainer_state, **kwargs):
 """
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_stops_the_run_and_it_resumes(tmp_path):
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
@@ -128,7 +130,7 @@ def torchrun_sigterm():
     signal.signal(signal.SIGTERM, previous)
 
 
-class SigtermWhileDrawing(cli.tqdm):
+class SigtermWhileDrawing(progress.tqdm):
     """A progress bar during which torchrun's SIGTERM arrives: at step 1's update, or as the bar closes."""
 
     at = "update"
@@ -153,21 +155,21 @@ def test_a_sigterm_in_the_progress_bar_still_fails_the_run_with_its_report(
     as its own failure, rather than being closed as stopped. After the run failed on its own (close: here
     a RuntimeError at step 2, as gloo raises when a peer is gone), the SIGTERM no longer cuts its report."""
     monkeypatch.setattr(SigtermWhileDrawing, "at", at)
-    monkeypatch.setattr(cli, "tqdm", SigtermWhileDrawing)
+    monkeypatch.setattr(progress, "tqdm", SigtermWhileDrawing)
     if at == "close":
-        learn = trainer.learn
+        update_policy = trainer.update_policy
 
-        def learn_then_lose_a_peer(learner, rounds, trained, advantages, step, config):
-            if step == 2:
+        def update_then_lose_a_peer(learner, batch, advantages, config):
+            if batch.step == 2:
                 raise RuntimeError("Connection closed by peer")
-            return learn(learner, rounds, trained, advantages, step, config)
+            return update_policy(learner, batch, advantages, config)
 
-        monkeypatch.setattr(trainer, "learn", learn_then_lose_a_peer)
+        monkeypatch.setattr(trainer, "update_policy", update_then_lose_a_peer)
     config = Config(prompts_per_step=P, group_size=G, steps=3, precision="fp32")
     events = train(config, load_task("arithmetic"), tmp_path)
-    follow = functools.partial(cli._follow, config=config, workspace=str(tmp_path))
+    follow = functools.partial(progress.follow, config=config, workspace=str(tmp_path))
     try:
-        assert cli._follow_to_the_end(events, follow) == 1
+        assert progress.follow_to_the_end(events, follow) == 1
     finally:
         events.close()
     error = "ProcessStopped: torchrun stopped this process" if at == "update" else "RuntimeError: Connection closed"
@@ -189,6 +191,7 @@ def correct(completions, answer, trainer_state, **kwargs):
 """
 
 
+@pytest.mark.slow
 def test_a_reward_that_raises_on_one_rank_pauses_the_run_on_every_rank(tmp_path):
     raiser = tmp_path / "raiser.py"
     raiser.write_text(RAISER)
@@ -200,6 +203,7 @@ def test_a_reward_that_raises_on_one_rank_pauses_the_run_on_every_rank(tmp_path)
     assert rollouts(tmp_path).groupby("step").size().tolist() == [P * G]  # step 1 whole; step 2 redone on resume
 
 
+@pytest.mark.slow
 def test_accelerate_launch_runs_it_alike(tmp_path):
     """accelerate launch sets up the same environment as torchrun (--multi_gpu: its launcher, gloo on CPU)."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
@@ -210,6 +214,7 @@ def test_accelerate_launch_runs_it_alike(tmp_path):
     assert rollouts(tmp_path).group_id.tolist() == [g for g in range(P) for _ in range(G)]
 
 
+@pytest.mark.slow
 def test_what_cannot_split_is_refused_by_name(tmp_path, monkeypatch):
     result = workbench_train(tmp_path, *SETTINGS[:2], "--prompts-per-step", "3", "--steps", "1", processes=2)
     assert result.returncode != 0

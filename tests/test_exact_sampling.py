@@ -68,12 +68,17 @@ def test_an_adapter_on_a_tied_embedding_is_not_folded_into_lm_head():
     assert sampler_gap(policy) < 1e-4
 
 
-def test_every_step_stores_the_sampling_gap(tmp_path):
-    config = Config(steps=2, group_size=4, prompts_per_step=3, max_new_tokens=8, precision="bf16")
+@pytest.mark.parametrize("precision, bound", [("bf16", 1e-3), ("fp32", 1e-4)])
+def test_every_step_stores_the_sampling_gap(tmp_path, precision, bound):
+    """|log p_sampler - log p_train| over each step's completion tokens: stored for every step, a mean no larger than
+    its max, and small because sampling draws from the trained policy (measured on CPU: 0 in bf16, ~3e-6 in fp32)."""
+    config = Config(steps=2, group_size=4, prompts_per_step=3, max_new_tokens=8, precision=precision)
     list(train(config, TASK, tmp_path))
     gaps = Store(tmp_path).query("SELECT sampling_logp_diff_mean, sampling_logp_diff_max FROM steps ORDER BY step")
-    assert len(gaps) == 2
-    assert (gaps.sampling_logp_diff_max < 1e-3).all() and (gaps.sampling_logp_diff_mean >= 0).all()
+    mean, most = gaps.sampling_logp_diff_mean, gaps.sampling_logp_diff_max
+    assert len(gaps) == 2 and mean.notna().all() and most.notna().all()
+    assert (mean <= most + 1e-12).all()  # the slack is rounding: the mean of equal gaps may land an ulp above them
+    assert (most < bound).all()
 
 
 def test_sampling_stops_at_every_eos_id_the_generation_config_declares(tmp_path):
@@ -148,6 +153,7 @@ def test_the_reference_is_pefts_disabled_adapter_and_the_adapter_comes_back():
     torch.testing.assert_close(trained, rollouts.sampling_log_probs, atol=0, rtol=0)
 
 
+@pytest.mark.slow
 def test_the_adapter_takes_its_bf16_input_as_is_with_the_same_numbers():
     """peft's cast of each adapted layer's input to fp32 (undone at once by autocast) changes nothing
     but the memory and time it takes: without it, log-probs and gradients are bit for bit the same."""

@@ -29,9 +29,11 @@ from workbench.integrations.trl_settings import (
     NOT_MAPPED,
     TRL_DEFAULTS,
     TRL_VERSION,
+    TWO_WAY,
     close_notes,
     trl_settings,
     unsupported,
+    workbench_values,
 )
 from workbench.store.database import StoreError
 
@@ -72,6 +74,19 @@ REWARDS = ["correct", "format_reward"]  # the reward source's functions, in its 
 
 def settings_of(config: Config, model: str = "/models/m") -> dict:
     return {s.name: s.value for s in trl_settings(config, model, REWARDS, "run-1")}
+
+
+def test_the_two_way_fields_read_back_as_the_config_they_came_from():
+    """grpo.yaml's values, read as a watched TRL run's are (one process), give back every field of TWO_WAY; steps
+    and warmup come back in TRL's optimizer steps (num_iterations per workbench step), as a watched run counts them."""
+    fields = {pair.workbench for pair in TWO_WAY}
+    assert fields <= set(CHANGED.changed())  # each pair carries a value of its own
+    back = Config.from_dict(workbench_values(settings_of(CHANGED) | {"num_processes": 1}))
+    mu = CHANGED.num_iterations
+    expected = dataclasses.replace(CHANGED, steps=CHANGED.steps * mu, warmup_steps=CHANGED.warmup_steps * mu)
+    assert {k: v for k, v in back.to_dict().items() if k in fields} == {
+        k: v for k, v in expected.to_dict().items() if k in fields
+    }
 
 
 def test_a_config_maps_into_grpo_yaml_field_by_field():
@@ -263,6 +278,7 @@ def test_bad_inputs_are_refused_naming_the_run_or_the_folder(trained, tmp_path):
     assert result.returncode == 2 and "error: no run 'nope'" in result.stderr
 
 
+@pytest.mark.slow
 def test_an_exported_run_trains_with_trl_and_samples_like_the_workbench(trained, tmp_path):
     """TRL's first-step reward mean is within 4 standard errors of the workbench's.
 
@@ -319,6 +335,7 @@ def app_on(trained):
         yield url
 
 
+@pytest.mark.slow
 def test_the_runs_tab_hands_out_the_project_as_a_zip(trained, app_on):
     from gradio_client import Client
 

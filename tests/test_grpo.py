@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from workbench import variants
 from workbench.engine import grpo
 
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])  # two groups, G = 4
@@ -142,7 +143,7 @@ def test_loss_at_the_first_step_is_minus_the_mean_advantage_plus_kl():
     assert stats["clipped"].item() == 0
 
 
-@pytest.mark.parametrize("loss_type", grpo.LOSS_TYPES)
+@pytest.mark.parametrize("loss_type", variants.LOSS_TYPES)
 def test_micro_batches_give_the_full_batch_gradient(loss_type):
     torch.manual_seed(0)
     logits = torch.randn(6, 5, 7, requires_grad=True)

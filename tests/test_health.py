@@ -51,7 +51,7 @@ def test_a_healthy_run_stays_quiet(tmp_path):
         ("truncated", None, dict(steps=2, max_new_tokens=1)),
         ("adapter_still", None, dict(steps=health.STILL_STEPS, learning_rate=1e-9)),
         ("kl_rising", None, dict(steps=8, learning_rate=0.01)),
-        ("clip_high", None, dict(steps=6, learning_rate=0.05, num_iterations=4)),
+        pytest.param("clip_high", None, dict(steps=6, learning_rate=0.05, num_iterations=4), marks=pytest.mark.slow),
     ],
 )
 def test_a_run_made_to_trigger_a_check_reports_and_stores_it(tmp_path, capsys, check, reward, settings):

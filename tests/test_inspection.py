@@ -17,7 +17,6 @@ from workbench.cli import main
 from workbench.engine.dryrun import DryRun
 from workbench.events import Group
 from workbench.rewards.tasks import SAMPLE_TASKS
-from workbench.store.database import rollout_rows
 from workbench.store.inspection import (
     InspectionError,
     before_after,
@@ -29,7 +28,9 @@ from workbench.store.inspection import (
     reward_buckets,
     step_groups,
 )
-from workbench.ui import step_views, views
+from workbench.store.writer import rollout_rows
+from workbench.ui import step_views
+from workbench.ui.dry_run_view import dry_run_html
 
 NAMES = ["format_reward", "correct"]
 
@@ -157,7 +158,7 @@ def test_reward_buckets_count_the_completions_by_their_reward_values(run):
     first = group_buckets(scored[1])
     stored = reward_buckets(store, run_id, steps=(1, 1))
     assert first.drop(columns="examples").to_dict("list") == stored.drop(columns="examples").to_dict("list")
-    report = views.dry_run_html(DryRun(scored[1], 0.5))
+    report = dry_run_html(DryRun(scored[1], 0.5))
     assert "class='reward-buckets'" in report and "data-completions='16'" in report
 
 

@@ -5,8 +5,8 @@ import torch
 
 from workbench import Config, load_task
 from workbench.engine import lab
-from workbench.engine.critic import load_critic
 from workbench.engine.policy import load_policy
+from workbench.engine.ppo import load_critic
 from workbench.rewards.scoring import RewardSource
 
 SMALL = dict(prompts_per_step=2, max_new_tokens=8, advantage_estimator="ppo", scale_rewards="none")

@@ -49,13 +49,15 @@ needs_smollm2 = pytest.mark.skipif(
 )
 
 
+@pytest.mark.real_model
+@pytest.mark.slow
 @needs_smollm2
 def test_smollm2_loads_offline_by_hub_id_with_its_chat_template_and_trains_two_steps(tmp_path):
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # conftest: no hub, so the package-index copy is used
     # one group per forward pass (micro_batch_tokens=1), prompts of different lengths, chat template, every
     # EOS id: the update's passes compute what the decode computed, to fp32 rounding (measured 5e-5). fp32,
     # because in bf16 the agreement is the CPU's: with AMX a decode step's matmuls (12 rows) and a training
-    # pass's (60) round differently, which 30 layers grow to a gap of 0.03 on average (README, Models)
+    # pass's (60) round differently, which 30 layers grow to a gap of 0.03 on average (docs/models.md)
     config = Config(
         model=SMOLLM2,
         steps=2,
@@ -87,6 +89,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_and_trains_and_serves_from_another_folder(tmp_path):
     """`pip install .` (not editable) into a fresh venv: the sample tasks, the tiny model and the UI's
     files come with the package. The venv borrows this one's dependencies through a .pth file."""

@@ -30,6 +30,7 @@ def test_every_notebook_is_here():
     assert expected <= names, f"missing from {NOTEBOOK_DIR}: {sorted(expected - names)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_is_committed_clean_and_runs(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)

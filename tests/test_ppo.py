@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench import Config, ConfigError, Store, load_task, train
-from workbench.engine import trainer
+from workbench.engine import run as engine_run
 from workbench.engine.checkpoint import checkpoint_folder
 from workbench.engine.dryrun import dry_run
 from workbench.engine.policy import load_policy
@@ -27,8 +27,8 @@ def critics(monkeypatch):
         loaded.append(trainer_load(config))
         return loaded[-1]
 
-    trainer_load = trainer.load_critic
-    monkeypatch.setattr(trainer, "load_critic", load)
+    trainer_load = engine_run.load_critic
+    monkeypatch.setattr(engine_run, "load_critic", load)
     return loaded
 
 
@@ -86,6 +86,7 @@ def test_at_the_first_step_the_critic_values_every_prefix_zero(tmp_path):
         assert group.advantages == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_resumed_ppo_run_restores_its_critic(tmp_path):
     config = Config(steps=4, seed=2, **PPO)
     straight = run(config, tmp_path / "straight")

@@ -39,7 +39,9 @@ def stored(workspace, sql):
     return Store(workspace).query(sql)
 
 
-@pytest.mark.parametrize("mode", list(BROKEN))
+@pytest.mark.parametrize(
+    "mode", [pytest.param(m, marks=pytest.mark.slow) if m == "infinite loop" else m for m in BROKEN]
+)  # the infinite loop waits out reward_time_limit
 def test_a_failing_reward_pauses_the_run_keeps_what_it_logged_and_a_fix_resumes_it(tmp_path, mode):
     body, problem = BROKEN[mode]
     task = load_task("arithmetic")

@@ -144,6 +144,7 @@ def test_an_infinite_loop_is_interrupted_at_its_line():
     assert f.location == "reward.py, line 3" and (f.completion_index, f.completion) == (1, "3")
 
 
+@pytest.mark.slow
 def test_a_loop_that_swallows_the_alarm_is_killed_and_the_next_call_works():
     body = (
         "    import time\n    while '3' in completions:\n        try:\n            time.sleep(5)\n"

@@ -14,8 +14,10 @@ import pytest
 
 from workbench import Config, Store, load_task, train
 from workbench.events import StepFinished
-from workbench.store.database import COMMIT_SECONDS, SCHEMA_VERSION, StepWriter, StoreError
+from workbench.store.database import StoreError
 from workbench.store.queries import NAMED_QUERIES, SQLError, named, named_sql, run_sql
+from workbench.store.schema import SCHEMA_VERSION
+from workbench.store.writer import COMMIT_SECONDS, StepWriter
 
 SMALL = dict(group_size=4, prompts_per_step=3, max_new_tokens=8)
 
@@ -150,6 +152,7 @@ def test_a_newer_schema_is_refused_and_the_current_one_reopens(store):
         Store(store.workspace)
 
 
+@pytest.mark.slow
 def test_readers_in_a_thread_and_another_process_while_a_run_writes(tmp_path):
     Store(tmp_path)
     reader_script = (
@@ -217,6 +220,7 @@ def test_the_writer_commits_steps_together_and_flush_commits_them_at_once(tmp_pa
     writer.close()
 
 
+@pytest.mark.slow
 def test_sigkill_keeps_whole_steps_marks_the_run_interrupted_and_it_resumes(tmp_path):
     command = [
         sys.executable,

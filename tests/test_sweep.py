@@ -133,6 +133,7 @@ def test_peak_memory_follows_an_allocation_and_resets():
         assert after < before + 50
 
 
+@pytest.mark.slow
 def test_a_2_by_2_sweep_stores_4_runs_with_their_grid_values(tmp_path):
     result = sweep(
         *TINY, "--grid", "group_size=2,4", "--grid", "beta=0,0.04", "--parallel", "2", "--workspace", str(tmp_path)
@@ -167,6 +168,7 @@ def test_a_2_by_2_sweep_stores_4_runs_with_their_grid_values(tmp_path):
     assert sum(trace.fill == "tonexty" for trace in figure.data) == 4
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
     result = sweep(*TINY, "--steps", "1", "--grid", "model=tiny,/no/such/model", "--workspace", str(tmp_path))
     assert result.returncode == 1
@@ -193,6 +195,7 @@ def test_the_curves_band_each_grid_points_seeds():
     assert mean.name == "beta=0 (2 seeds)"
 
 
+@pytest.mark.slow
 def test_a_sweep_started_from_the_app(app_url, tmp_path):
     client = Client(app_url, verbose=False)
     reward = load_task("arithmetic").rewards.text
@@ -214,6 +217,8 @@ def test_a_sweep_started_from_the_app(app_url, tmp_path):
     assert sum(trace.get("fill") == "tonexty" for trace in json.loads(plot["plot"])["data"]) == 2
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"browser tests need Debian's chromium at {CHROMIUM}")
 def test_the_runs_tab_shows_a_sweep_in_the_browser(app_url, tmp_path):
     from playwright.sync_api import sync_playwright

@@ -1,5 +1,6 @@
 """The built-in model's tokenizer survives a save and a load through AutoTokenizer."""
 
+import pytest
 import torch
 from transformers import AutoTokenizer
 
@@ -31,6 +32,7 @@ def test_the_cached_model_answers_with_eos():
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
 
 
+@pytest.mark.slow
 def test_the_build_is_deterministic_for_a_seed(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

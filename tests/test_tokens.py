@@ -41,12 +41,19 @@ def test_step_one_stores_the_base_models_log_probs(tmp_path):
         ids = [list(ids) + [policy.tokenizer.pad_token_id] * (width - len(ids)) for ids in group.completion_ids]
         mask = torch.tensor([[1] * n + [0] * (width - n) for n in group.num_tokens])
         expected = policy.log_probs(prompt, torch.ones_like(prompt), torch.tensor(ids), mask, 4, 1.0)  # (G, T)
+        with torch.no_grad():  # one plain forward over prompt + completion
+            logits = policy.model(input_ids=torch.cat([prompt, torch.tensor(ids)], dim=1)).logits  # (G, Lp + T, V)
+        predicting = logits[:, prompt.shape[1] - 1 : -1].float()  # (G, T, V) the positions that predict each token
+        log_p = torch.log_softmax(predicting, dim=-1)  # at temperature 1
+        entropies = -(log_p.exp() * log_p).sum(dim=-1)  # (G, T)
         for k, stored in enumerate(tokens[tokens.group_id == group_id].itertuples()):
             n = int(group.num_tokens.iloc[k])
             assert list(stored.logprob) == pytest.approx(expected[k, :n].tolist(), abs=1e-5)
             assert list(stored.ref_logprob) == pytest.approx(list(stored.logprob), abs=1e-6)  # B = 0
             assert max(stored.kl) < 1e-6 and list(stored.ratio) == pytest.approx([1.0] * n)
-            assert not any(stored.clipped) and min(stored.entropy) >= 0
+            assert not any(stored.clipped)
+            assert list(stored.entropy) == pytest.approx(entropies[k, :n].tolist(), abs=1e-4)
+            assert 0 < max(stored.entropy) <= math.log(logits.shape[-1])  # at most uniform over the vocabulary
 
     view = store.token_view(run_id, 1, 0, 0)
     assert len(view) == rollouts.num_tokens.iloc[0]
@@ -87,10 +94,10 @@ def test_token_stats_can_be_turned_off(tmp_path, capsys):
     assert len(store.query("SELECT * FROM rollouts")) == 8  # the rest is stored as ever
     assert main(["tokens", run_id, "--workspace", str(tmp_path)]) == 2
     assert f"run {run_id} stored no token stats: it ran with log_token_stats off" in capsys.readouterr().err
-    from workbench.ui import views  # the app's token view gives the same reasons
+    from workbench.ui.token_view import stored_tokens_html  # the app's token view gives the same reasons
 
-    assert "it ran with log_token_stats off" in views.stored_tokens_html(store, run_id, 1, 0, 0)
-    assert f"step 1 of run {run_id} has groups 0-1, not 9" in views.stored_tokens_html(store, run_id, 1, 9, 0)
+    assert "it ran with log_token_stats off" in stored_tokens_html(store, run_id, 1, 0, 0)
+    assert f"step 1 of run {run_id} has groups 0-1, not 9" in stored_tokens_html(store, run_id, 1, 9, 0)
 
 
 def test_the_tokens_command_prints_the_stored_numbers(tmp_path, capsys):

@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -10,10 +11,13 @@ import threading
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from workbench import Config, ConfigError, Store, load_task, train
-from workbench.engine import grpo, trainer
+from workbench.engine import batches, grpo
+from workbench.engine import run as engine_run
+from workbench.engine.advantages import estimate_advantages
 from workbench.engine.checkpoint import checkpoint_folder
 from workbench.engine.policy import ModelLoadError, Policy, load_policy, positions
 from workbench.engine.tiny import tiny_model_path
@@ -35,7 +39,7 @@ def steps(events):
 def test_two_steps_move_the_adapter_and_not_the_base(tmp_path, monkeypatch):
     config = Config(steps=2, **SMALL)
     policies = []  # the policy the trainer trains, in memory: its base weights after two steps
-    monkeypatch.setattr(trainer, "load_policy", lambda config: policies.append(load_policy(config)) or policies[-1])
+    monkeypatch.setattr(engine_run, "load_policy", lambda config: policies.append(load_policy(config)) or policies[-1])
     reference = load_policy(config)
     lora_before = {n: p.clone() for n, p in reference.model.named_parameters() if "lora_B" in n}
     base_before = {n: p.clone() for n, p in reference.model.named_parameters() if "lora_" not in n}
@@ -201,6 +205,7 @@ def test_the_update_runs_in_train_mode_only_where_a_dropout_is_kept(tmp_path):
         assert not policy.model.training
 
 
+@pytest.mark.slow
 def test_a_training_process_never_imports_pandas(tmp_path):
     """pandas and pyarrow cost ~50 MiB of a trainer's memory; only readers of the store need them."""
     script = (
@@ -214,16 +219,39 @@ def test_a_training_process_never_imports_pandas(tmp_path):
     assert output.strip().splitlines()[-1] == "[]"
 
 
+def advantages_by_hand(rewards: list[float], group_size: int, estimator: str, scale: str) -> list[float]:
+    """A_i = (r_i - b_i) / s, each baseline and scale written out (no unscored rewards here)."""
+    advantages = []
+    for start in range(0, len(rewards), group_size):
+        group = rewards[start : start + group_size]
+        for r in group:
+            baseline = {
+                "grpo": sum(group) / group_size,
+                "rloo": (sum(group) - r) / (group_size - 1),  # the mean of the other G - 1
+                "reinforce": 0.0,
+                "reinforce_batch_mean": sum(rewards) / len(rewards),
+            }[estimator]
+            spread = {"group": statistics.stdev(group), "batch": statistics.stdev(rewards)}  # Bessel's, as torch
+            advantages.append((r - baseline) / (spread[scale] + 1e-4 if scale in spread else 1.0))
+    return advantages
+
+
 @pytest.mark.parametrize(
     "estimator, scale", [("grpo", "group"), ("rloo", "none"), ("reinforce", "batch"), ("reinforce_batch_mean", "none")]
 )
 def test_each_estimator_trains_and_stores_its_own_advantages(tmp_path, estimator, scale):
+    """The stored advantages are the formula's, worked out here from the stored rewards, and the step moved the
+    adapter: peft starts every lora_B at 0, and the saved checkpoint's are not."""
     config = Config(steps=1, advantage_estimator=estimator, scale_rewards=scale, **SMALL)
-    (step,) = steps(run(config, tmp_path))
-    assert step.metrics["loss"] is not None
+    run_id = run(config, tmp_path)[0].run_id
     stored = Store(tmp_path).query("SELECT reward, advantage FROM rollouts ORDER BY group_id, sample_idx")
-    expected = grpo.group_advantages(torch.tensor(stored.reward.tolist()), 4, scale, estimator)
-    torch.testing.assert_close(torch.tensor(stored.advantage.tolist(), dtype=torch.float32), expected)
+    expected = advantages_by_hand(stored.reward.tolist(), SMALL["group_size"], estimator, scale)
+    assert stored.advantage.tolist() == pytest.approx(expected, abs=1e-5)
+    assert stored.advantage.abs().max() > 0.1  # a learning signal, so the step has something to move
+
+    adapter = load_file(tmp_path / "runs" / run_id / "checkpoint" / "adapter_model.safetensors")
+    lora_b = [weight for name, weight in adapter.items() if "lora_B" in name]
+    assert len(lora_b) >= 8 and all(weight.abs().max() > 0 for weight in lora_b)
 
 
 def test_truncated_completions_can_be_left_out_of_the_loss(tmp_path):
@@ -246,7 +274,7 @@ def test_the_entropy_is_the_sampling_distributions(tmp_path):
     config = Config(precision="fp32", temperature=0.7, **SMALL)
     policy = load_policy(config)
     torch.manual_seed(0)
-    rollouts = trainer.sample(policy, load_task("arithmetic").batch(1, 3, 0), config)
+    rollouts = batches.sample(policy, load_task("arithmetic").batch(1, 3, 0), config)
     ids = torch.cat([rollouts.prompt_ids, rollouts.completion_ids], dim=1)
     mask = torch.cat([rollouts.prompt_mask, rollouts.completion_mask], dim=1)
     with torch.no_grad():
@@ -293,14 +321,19 @@ def test_dynamic_sampling_trains_only_on_groups_whose_rewards_differ(tmp_path):
 def test_dynamic_sampling_picks_the_first_p_groups_with_signal():
     def one_round(rewards):
         rewards = torch.tensor(rewards)
-        return trainer.Round([], None, None, rewards, 0.0, 0.0)
+        return batches.Round([{}] * (len(rewards) // 2), None, None, rewards, 0.0, 0.0)
+
+    def trained(rounds, config):
+        batches.mark_trained(rounds, config)
+        return [one.trained.tolist() for one in rounds]
 
     config = Config(group_size=2, prompts_per_step=2, dynamic_sampling=True)
     rounds = [one_round([1.0, 1.0, 0.0, 1.0]), one_round([0.0, 0.0, 1.0, 0.0])]  # signal: (no, yes), (no, yes)
-    assert [m.tolist() for m in trainer.trained_groups(rounds, config)] == [[False, True], [False, True]]
+    assert trained(rounds, config) == [[False, True], [False, True]]
     rounds = [one_round([1.0, 0.0, 0.0, 1.0]), one_round([0.0, 1.0, 1.0, 0.0])]  # P found in the first round
-    assert [m.tolist() for m in trainer.trained_groups(rounds[:1], config)] == [[True, True]]
-    advantages = trainer.round_advantages(rounds[:1], [torch.tensor([True, False])], Config(group_size=2))
+    assert trained(rounds[:1], config) == [[True, True]]
+    rounds[0].trained = torch.tensor([True, False])
+    advantages = estimate_advantages(batches.ScoredBatch(1, rounds[:1], 0.0), Config(group_size=2))
     assert advantages[0].tolist() == pytest.approx([0.7070, -0.7070, 0.0, 0.0], abs=1e-3)  # (1 - 0.5) / (0.7071 + 1e-4)
 
 

@@ -150,7 +150,7 @@ def test_workbench_query_reads_the_run(watched):
 
 def test_the_app_reads_it_like_its_own_runs(watched):
     from workbench.plots import training_curves
-    from workbench.ui import views
+    from workbench.ui.group_view import stored_group_html
 
     _, run_id, store, _ = watched
     runs = store.runs()
@@ -159,7 +159,7 @@ def test_the_app_reads_it_like_its_own_runs(watched):
     group = store.group(run_id, 2, 1)
     assert set(group.reward_values) == {"correct", "length_penalty"} and len(group.completions) == G
     config = Config.from_dict(store.run(run_id)["config"])
-    assert "advantage" in views.stored_group_html(group, run_id, 2, 1, config)
+    assert "advantage" in stored_group_html(group, run_id, 2, 1, config)
     assert training_curves(store.steps(run_id), store.evals(run_id)).data  # the Runs tab's curves
 
 
@@ -219,6 +219,7 @@ trainer.accelerator.end_training()  # leaves the process group: without it gloo 
 """
 
 
+@pytest.mark.slow
 def test_two_processes_rank_0_gathers_every_group(tmp_path):
     """Under torchrun (gloo on CPU), each rank scores half of a step's completions; rank 0 stores all of them."""
     script = tmp_path / "two.py"

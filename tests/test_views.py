@@ -12,7 +12,11 @@ from workbench.config import Config, ConfigError
 from workbench.engine import grpo
 from workbench.engine.runner import Snapshot
 from workbench.events import Group
-from workbench.ui import config_form, views
+from workbench.formatting import duration
+from workbench.ui import advantages, config_form
+from workbench.ui.group_view import color, group_html
+from workbench.ui.status import status
+from workbench.variants import ESTIMATORS, SCALINGS
 
 
 def group(rewards, config=None, values=None):
@@ -29,40 +33,48 @@ def group(rewards, config=None, values=None):
 def test_the_explanation_works_the_advantage_out_from_the_group_mean_and_std():
     # rewards 1, 0, 0, 0: mean 0.25; sample std sqrt((0.75^2 + 3 * 0.25^2) / 3) = 0.5
     # A_0 = 0.75 / 0.5001 = +1.50, A_1..3 = -0.25 / 0.5001 = -0.50
-    text = views.explain(group([1.0, 0.0, 0.0, 0.0]), Config())
+    text = advantages.explain(group([1.0, 0.0, 0.0, 0.0]), Config())
     assert "with the group mean 0.25, divided by the group's std: A = (r - 0.25) / (0.50 + 0.0001)." in text
     assert "#0 got reward 1.00, so its advantage is +1.50: the update makes completions like it more likely" in text
     assert "#1 got 0.00: advantage -0.50, made less likely" in text
-    assert views.group_stats([1.0, 0.0, 0.0, 0.0]) == (0.25, 0.5)
+    assert advantages.group_stats([1.0, 0.0, 0.0, 0.0]) == (0.25, 0.5)
 
 
 def test_without_scaling_the_advantage_is_the_reward_minus_the_mean():
     # rewards 2, 1, 0: mean 1, A = 1, 0, -1
     unscaled = Config(scale_rewards="none")
-    text = views.explain(group([2.0, 1.0, 0.0], unscaled), unscaled)
+    text = advantages.explain(group([2.0, 1.0, 0.0], unscaled), unscaled)
     assert "A = r - 1.00." in text and "its advantage is +1.00" in text and "advantage -1.00" in text
 
 
 def test_the_explanation_follows_the_estimator():
     # rloo on 1, 0, 0, 0: the 1 is compared with 0 (A = 1), each 0 with 1/3 (A = -1/3)
     rloo = Config(advantage_estimator="rloo", scale_rewards="none")
-    text = views.explain(group([1.0, 0.0, 0.0, 0.0], rloo), rloo)
+    text = advantages.explain(group([1.0, 0.0, 0.0, 0.0], rloo), rloo)
     assert "the mean of the other 3 rewards of its group (leave-one-out): A = r - (1.00 - r) / 3." in text
     assert "its advantage is +1.00" in text and "advantage -0.33, made less likely" in text
     # reinforce on 2, 1: no baseline, both pushed up, the smaller reward less
     reinforce = Config(advantage_estimator="reinforce", scale_rewards="none")
-    text = views.explain(group([2.0, 1.0], reinforce), reinforce)
+    text = advantages.explain(group([2.0, 1.0], reinforce), reinforce)
     assert "with nothing (no baseline" in text and "A = r." in text
     assert "#1 got 1.00: advantage +1.00, the update makes completions like it more likely" in text
     # equal rewards give a group baseline no signal, but not reinforce
-    assert "no learning signal" in views.explain(group([1.0, 1.0]), Config())
-    assert "no learning signal" not in views.explain(group([1.0, 1.0], reinforce), reinforce)
+    assert "no learning signal" in advantages.explain(group([1.0, 1.0]), Config())
+    assert "no learning signal" not in advantages.explain(group([1.0, 1.0], reinforce), reinforce)
     batch = Config(advantage_estimator="reinforce_batch_mean", scale_rewards="batch")
-    assert "the mean reward of the whole step" in views.explain(group([1.0, 0.0], batch), batch)
+    assert "the mean reward of the whole step" in advantages.explain(group([1.0, 0.0], batch), batch)
+
+
+def test_the_explanation_names_the_variants_in_the_words_of_workbench_variants():
+    for estimator, scale in [("grpo", "group"), ("rloo", "none"), ("reinforce_batch_mean", "batch")]:
+        config = Config(advantage_estimator=estimator, scale_rewards=scale)
+        text = advantages.explain(group([1.0, 0.0], config), config)
+        assert f"advantage_estimator {estimator}: {ESTIMATORS[estimator]}." in text
+        assert f"scale_rewards {scale}: {SCALINGS[scale]}." in text
 
 
 def test_a_group_with_equal_rewards_is_said_to_give_no_signal():
-    text = views.explain(group([1.0, 1.0, 1.0, 1.0]), Config())
+    text = advantages.explain(group([1.0, 1.0, 1.0, 1.0]), Config())
     assert "All 4 completions got reward 1.00, so every advantage is 0" in text
 
 
@@ -70,24 +82,24 @@ def test_unscored_completions_are_shown_as_none_and_left_out_of_the_mean():
     # scored rewards 1, 0, 0: mean 1/3, std sqrt(1/3) = 0.58; the unscored one gets advantage 0
     shown = group([1.0, None, 0.0, 0.0])
     assert shown.advantages[1] == 0.0
-    assert "group mean reward <b>0.33</b> · std <b>0.58</b>" in views.group_html(shown, 1, Config())
-    assert "reward <b>None</b>" in views.group_html(shown, 1, Config())
-    assert "scored by no reward function" in views.explain(group([None, None, 2.0, None]), Config())
+    assert "group mean reward <b>0.33</b> · std <b>0.58</b>" in group_html(shown, 1, Config())
+    assert "reward <b>None</b>" in group_html(shown, 1, Config())
+    assert "scored by no reward function" in advantages.explain(group([None, None, 2.0, None]), Config())
     snapshot = Snapshot(run_id="r", status="running", step=1, steps=5)
     snapshot.history.append({"step": 1, "seconds": 0.1, "reward_mean": None})
-    assert "no completion scored: nothing trained" in views.status(snapshot)
+    assert "no completion scored: nothing trained" in status(snapshot)
 
 
 def test_the_group_view_shows_each_reward_function_the_mean_std_and_colored_advantages():
     shown = group([1.0, 0.0], values={"correct": [1.0, 0.0], "short": [None, -0.5]})
-    page = views.group_html(shown, step=7, config=Config(), scored_at=12.5)
+    page = group_html(shown, step=7, config=Config(), scored_at=12.5)
     assert "data-step='7'" in page and "data-scored-at='12500'" in page
     assert "group mean reward <b>0.50</b> · std <b>0.71</b>" in page  # std of (1, 0) = sqrt(0.5)
     assert "left out of the update" not in page
-    assert "left out of the update by dynamic sampling" in views.group_html(replace(shown, dropped=True), 7, Config())
+    assert "left out of the update by dynamic sampling" in group_html(replace(shown, dropped=True), 7, Config())
     assert "correct 1.00 · short None" in page and "correct 0.00 · short -0.50" in page
-    assert views.color(0.71) == "rgba(0,160,0,0.35)" and views.color(-3.0) == "rgba(210,0,0,1.00)"
-    assert "prompt <code>system: be brief / user: 1+1=</code>" in views.group_html(
+    assert color(0.71) == "rgba(0,160,0,0.35)" and color(-3.0) == "rgba(210,0,0,1.00)"
+    assert "prompt <code>system: be brief / user: 1+1=</code>" in group_html(
         Group(
             0,
             [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1+1="}],
@@ -106,10 +118,10 @@ def test_the_group_view_shows_each_reward_function_the_mean_std_and_colored_adva
 def test_the_status_line_gives_pace_and_eta_from_the_median_step():
     history = [{"step": s, "seconds": t, "reward_mean": 0.5} for s, t in [(1, 1.0), (2, 3.0), (3, 2.0)]]
     snapshot = Snapshot(run_id="r", status="running", step=3, steps=10, history=history)
-    line = views.status(snapshot)  # median 2 s, 7 steps left: 14 s
+    line = status(snapshot)  # median 2 s, 7 steps left: 14 s
     assert "step 3/10 · 2.00 s/step · ETA 14 s · reward 0.500" in line
-    assert views.duration(75) == "1 min 15 s"
-    paused = views.status(Snapshot(run_id="r", status="paused", error="correct raised KeyError"))
+    assert duration(75) == "1 min 15 s"
+    paused = status(Snapshot(run_id="r", status="paused", error="correct raised KeyError"))
     assert "correct raised KeyError" in paused and "press **Resume**" in paused
 
 

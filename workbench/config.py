@@ -14,15 +14,17 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from workbench import variants
+
 
 class ConfigError(ValueError):
     """A config value a user gave is invalid; the message names the field."""
 
 
 CHOICES = {  # the fields that take one of a few words; the app shows them as dropdowns
-    "advantage_estimator": ("grpo", "rloo", "reinforce", "reinforce_batch_mean", "ppo"),
-    "scale_rewards": ("group", "batch", "none"),
-    "loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
+    "advantage_estimator": tuple(variants.ESTIMATORS),
+    "scale_rewards": tuple(variants.SCALINGS),
+    "loss_type": tuple(variants.LOSS_TYPES),
     "lr_scheduler_type": ("constant", "linear", "cosine"),
     "precision": ("auto", "bf16", "fp32"),
     "device": ("auto", "cpu", "cuda"),
@@ -173,9 +175,10 @@ class Config:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        if self.scale_rewards == "group" and self.advantage_estimator not in ("grpo", "rloo"):
+        if self.scale_rewards == "group" and self.advantage_estimator not in variants.GROUP_BASELINES:
             raise ConfigError(
-                f"scale_rewards 'group' divides by each group's reward std, which fits a group baseline (grpo, rloo), "
+                f"scale_rewards 'group' divides by each group's reward std, which fits a group baseline "
+                f"({', '.join(variants.GROUP_BASELINES)}), "
                 f"not advantage_estimator {self.advantage_estimator!r}: use scale_rewards 'batch' or 'none'"
             )
         if not self.reward_time_limit > 0:

@@ -19,7 +19,7 @@ import torch
 from workbench.engine.policy import Policy
 
 if TYPE_CHECKING:
-    from workbench.engine.critic import Critic
+    from workbench.engine.ppo import Critic
 
 CRITIC_FOLDER = "critic"
 

@@ -16,8 +16,10 @@ import pandas as pd
 import torch
 
 from workbench.config import Config
+from workbench.engine.advantages import estimate_advantages
+from workbench.engine.batches import ScoredBatch, sample_round
 from workbench.engine.policy import Policy, load_policy
-from workbench.engine.trainer import round_advantages, sample_round, step_record
+from workbench.engine.records import step_record
 from workbench.events import Group
 from workbench.rewards.scoring import RewardSource, Scorer
 from workbench.rewards.tasks import Task
@@ -116,10 +118,10 @@ def dry_run(
         policy = policy or load_policy(config)
         started = time.perf_counter()
         one = sample_round(policy, scorer, rows, 1, 0, config)  # what the run's step 1 samples
-    everything = torch.ones(len(rows), dtype=torch.bool)
-    advantages = round_advantages([one], [everything], config)  # ppo: a critic at its start, V = 0
-    groups = step_record([one], [everything], advantages, config).groups
-    return DryRun(groups, time.perf_counter() - started)
+    one.trained = torch.ones(len(rows), dtype=torch.bool)
+    batch = ScoredBatch(1, [one], started)
+    advantages = estimate_advantages(batch, config)  # ppo: a critic at its start, V = 0
+    return DryRun(step_record(batch, advantages, config).groups, time.perf_counter() - started)
 
 
 def _no_signal(group: Group) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-from types import SimpleNamespace
 
 from workbench.config import Config, ConfigError
 from workbench.engine.checkpoint import rng_state, set_rng_state
@@ -81,8 +80,7 @@ def _rewards(policy, scorer, rows, k, top_p, config, step) -> list[float | None]
     prompt_ids = [policy.encode_prompt(row["prompt"]) for row in rows]
     rollouts = sample_groups(policy, prompt_ids, k, config.max_new_tokens, config.temperature, top_p)
     rows = [row for row in rows for _ in range(k)]
-    trainer_state = SimpleNamespace(global_step=step, max_steps=config.steps)  # TRL's names, as in training
-    return scorer.score(rows, rollouts.completions, rollouts.completion_id_lists, trainer_state).rewards
+    return scorer.score(rows, rollouts.completions, rollouts.completion_id_lists, global_step=step).rewards
 
 
 def _correct(reward: float | None, config: Config) -> bool:

@@ -10,7 +10,8 @@ Then maximise, per token t of completion i,
 Shapes: B = P * G completions per batch, ordered group by group (rows g*G .. g*G+G-1 are one
 group); T = the longest completion's length; completion_mask (B, T) is 1 on a completion's tokens.
 
-Implementation choices, where the literature disagrees:
+Implementation choices, where the literature disagrees (each variant's name and one-line description are in
+workbench.variants, which the config, the app and the TRL mapping read):
 1. The baseline b_i, `estimator` (`advantage_estimator`):
    - grpo: the group's mean, b_i = mean(r_1..r_G) (DeepSeekMath);
    - rloo: the mean of the other G - 1, b_i = (sum_j r_j - r_i) / (G - 1) (Ahmadian et al. 2024:
@@ -58,10 +59,6 @@ from torch import Tensor
 def reward_tensor(rewards: list[float | None]) -> Tensor:
     """Rewards as a float tensor, NaN where no reward function scored the completion.  -> (B,)"""
     return torch.tensor([float("nan") if r is None else float(r) for r in rewards], dtype=torch.float32)
-
-
-ESTIMATORS = ("grpo", "rloo", "reinforce", "reinforce_batch_mean", "ppo")
-GROUP_BASELINES = ("grpo", "rloo")  # the estimators whose baseline is the group's own: 'group' scaling fits them
 
 
 def group_advantages(rewards: Tensor, group_size: int, scale_rewards: str = "group", estimator: str = "grpo") -> Tensor:
@@ -193,9 +190,6 @@ def clipped_surrogate(
     unclipped = ratio * a
     clipped = torch.clamp(ratio, 1 - clip_epsilon, 1 + (epsilon_high or clip_epsilon)) * a
     return torch.min(unclipped, clipped), clipped < unclipped
-
-
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
 def aggregate(

@@ -23,10 +23,10 @@ import torch
 
 from workbench.config import Config
 from workbench.engine import grpo
-from workbench.engine.critic import Critic
+from workbench.engine.batches import sample, score
 from workbench.engine.policy import Policy
+from workbench.engine.ppo import Critic
 from workbench.engine.rollout import Rollouts
-from workbench.engine.trainer import sample, score
 from workbench.rewards.scoring import Scorer
 from workbench.rewards.tasks import Task
 

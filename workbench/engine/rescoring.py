@@ -13,7 +13,6 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -79,8 +78,7 @@ def rescore(
 def _rescored_step(scorer: Scorer, config: Config, step: int, part: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     ids = part["completion_ids"].tolist()
     completion_ids = None if any(i is None for i in ids) else [list(map(int, i)) for i in ids]  # older stores
-    trainer_state = SimpleNamespace(global_step=step - 1, max_steps=config.steps)
-    scores = scorer.score(rows, part["completion"].tolist(), completion_ids, trainer_state)
+    scores = scorer.score(rows, part["completion"].tolist(), completion_ids, global_step=step - 1)
     new_rewards = grpo.reward_tensor(scores.rewards)  # (B,), NaN where no function scored
     part = part.drop(columns=["completion_ids", "extra_columns"]).reset_index(drop=True)
     part["new_reward"] = scores.rewards

@@ -16,21 +16,19 @@ import itertools
 import json
 import os
 import re
-import secrets
 import shlex
 import subprocess
 import sys
 import typing
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
 from workbench.commands import train_arguments
 from workbench.config import Config, ConfigError
-from workbench.store.database import Store
+from workbench.store.database import Store, new_run_id
 
 KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a word"}  # the fields a grid sweeps
 BOOLS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
@@ -133,7 +131,7 @@ def point_label(grid: dict) -> str:
 
 
 def new_sweep_id(task: str) -> str:
-    return f"sweep-{Path(task).name}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    return new_run_id(f"sweep-{Path(task).name}")
 
 
 def run_sweep(

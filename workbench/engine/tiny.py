@@ -40,7 +40,7 @@ MODEL_SHAPE = dict(
     tie_word_embeddings=True,
 )
 # Warm start: short on purpose. Every batch mixes all the sample tasks, in these proportions; it
-# stops while the model is still partly right on each (measured per task in the README), so a
+# stops while the model is still partly right on each (measured per task in docs/figures.md), so a
 # group of completions usually holds right and wrong ones: room for GRPO.
 WARM_START = dict(steps=600, batch_size=128, learning_rate=1e-3, chunks=4)
 MIX = dict(arithmetic=3, format_following=1, reversal=1, length_target=1, countdown=2, word_problems=2, coding=2)

@@ -4,7 +4,7 @@ Each generator draws one example from a seeded `random.Random`: the prompt as th
 file has it, a completion the task's reward scores highest, and the row's other columns. The tiny
 model's warm start (`workbench/engine/tiny.py`) draws its supervised examples from them.
 
-The sample tasks' files (`python -m workbench.engine.tiny_corpus workbench/sample_tasks` writes them again):
+The sample tasks' files (`python -m workbench.engine.tiny_corpus sample_tasks` writes them again):
 `prompts.jsonl` to train on and `eval.jsonl`, held-out prompts that no run trains on. Where a
 generator's space is large they are its draws; coding, length_target and format_following have
 small ones (20 functions, 17 lengths, 81 sums), so their files are a seeded split of a wider set

@@ -34,7 +34,6 @@ from pathlib import Path
 import yaml
 
 from workbench.config import Config
-from workbench.engine.tiny import tiny_model_path
 from workbench.integrations.trl_settings import (
     CLOSE,
     EXACT,
@@ -129,6 +128,8 @@ def run_reward(store: Store, run: dict) -> tuple[RewardSource, int]:
 def model_path(model: str) -> str:
     """What TRL loads: the tiny model's folder, a local folder as an absolute path, or the hub id as it is."""
     if model == "tiny":
+        from workbench.engine.tiny import tiny_model_path  # torch and transformers load only for the tiny model
+
         return str(tiny_model_path())
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model

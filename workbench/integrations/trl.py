@@ -32,10 +32,8 @@ import inspect
 import json
 import logging
 import math
-import secrets
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -47,10 +45,12 @@ from workbench.config import Config, ConfigError
 from workbench.engine import grpo
 from workbench.engine.checkpoint import run_folder
 from workbench.engine.hardware import peak_memory_mib
-from workbench.engine.trainer import reward_statistics
+from workbench.engine.records import reward_statistics
 from workbench.events import Group
+from workbench.integrations.trl_settings import workbench_values
 from workbench.rewards.scoring import RewardSource
-from workbench.store.database import Store, step_rows
+from workbench.store.database import Store, new_run_id
+from workbench.store.writer import step_rows
 
 # TRL's logged metric -> the `steps` column it fills (TRL 1.16's names; a missing one stays NULL).
 METRICS = {
@@ -107,7 +107,7 @@ class Watcher:
         self.source = RewardSource(reward_source(trainer.reward_funcs), "rewards.py")
         self.source_stored = False
         task = task or dataset_name(trainer.train_dataset)
-        run_id = f"{task}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}" if self.main else None
+        run_id = new_run_id(task) if self.main else None
         self.run_id = broadcast_object_list([run_id])[0] if trainer.accelerator.num_processes > 1 else run_id
         if self.main:
             self.store = Store(workspace)
@@ -305,39 +305,17 @@ def record_metrics(records: list[dict], group_size: int, names: list[str]) -> di
 def workbench_config(trainer) -> dict:
     """The workbench Config of this TRL run: each field TRL's arguments map onto, kept where Config accepts it."""
     args = trainer.args
-    world = trainer.accelerator.num_processes
-    G = args.num_generations
+    trl = args.to_dict() | {"num_processes": trainer.accelerator.num_processes}  # TRL's values by TRL's names
+    lora = getattr(trainer.model, "peft_config", {}).get("default")
+    if lora is not None:  # the adapter's settings, under the names of TRL's LoRA options
+        trl |= dict(lora_r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout)
+        trl["lora_target_modules"] = lora.target_modules
     mapped = dict(
         model=trainer.model.config._name_or_path,
-        group_size=G,
-        prompts_per_step=max(1, args.per_device_train_batch_size * args.gradient_accumulation_steps * world // G),
-        max_new_tokens=args.max_completion_length,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type=getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        beta=args.beta,
-        clip_epsilon=args.epsilon,
-        epsilon_high=0.0 if args.epsilon_high in (None, args.epsilon) else args.epsilon_high,
-        num_iterations=args.num_iterations,
-        scale_rewards=args.scale_rewards,
-        loss_type=args.loss_type,
-        mask_truncated_completions=args.mask_truncated_completions,
-        max_grad_norm=args.max_grad_norm,
-        disable_dropout=args.disable_dropout,
         reward_weights=dict(zip(trainer.reward_func_names, trainer.reward_weights.tolist(), strict=True)),
-        steps=args.max_steps if args.max_steps > 0 else Config.steps,
-        seed=args.seed,
-        precision="bf16" if args.bf16 else "fp32",
-        device="cpu" if args.use_cpu else "auto",
+        device="cpu" if args.use_cpu else "auto",  # one way: the export leaves the devices to accelerate
+        **workbench_values(trl),
     )
-    lora = getattr(trainer.model, "peft_config", {}).get("default")
-    if lora is not None:
-        targets = lora.target_modules
-        mapped |= dict(lora_rank=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout)
-        mapped["lora_target_modules"] = [targets] if isinstance(targets, str) else sorted(targets or [])
     accepted: dict = {}
     # One by one: a value Config does not take (e.g. loss_type 'cispo') stays out, and is said; trl_args.json has it.
     for name, value in mapped.items():

@@ -5,10 +5,14 @@ copied, or converted: steps to optimizer steps); MATCHED, a TRL option the workb
 set to what the workbench does (TRL's bias-corrected KL off, its prompts unshuffled, ...); CLOSE, the
 nearest TRL has, with a note saying how it differs. `workbench.integrations.export` writes them as grpo.yaml and
 PARITY.md.
+
+The fields that map both ways are one table, `TWO_WAY`: the export reads it from Config to TRL, and
+`workbench.integrations.trl.workbench_config` reads it from TRL to Config when it watches a TRL run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from workbench.config import Config
@@ -85,6 +89,92 @@ NOT_MAPPED = {
 
 
 @dataclass(frozen=True)
+class Pair:
+    """A Config field and the TRL field with its meaning, each converted to the other where they differ.
+
+    `to_trl` takes the Config; `from_trl` takes TRL's values by TRL's names (a watched run's arguments, with its
+    LoRA settings and process count). Either left out copies the value as it is.
+    """
+
+    workbench: str
+    trl: str  # GRPOConfig's field, or TRL's LoRA option (ModelConfig's): a grpo.yaml key
+    to_trl: Callable[[Config], object] | None = None
+    from_trl: Callable[[dict], object] | None = None
+
+    def trl_value(self, config: Config) -> object:
+        return self.to_trl(config) if self.to_trl else getattr(config, self.workbench)
+
+    def workbench_value(self, trl: dict) -> object:
+        return self.from_trl(trl) if self.from_trl else trl[self.trl]
+
+
+def _schedule(config: Config) -> str:
+    if config.lr_scheduler_type == "constant" and config.warmup_steps:
+        return "constant_with_warmup"  # transformers' 'constant' ignores warmup_steps
+    return config.lr_scheduler_type
+
+
+def _target_modules(trl: dict) -> list[str]:
+    targets = trl["lora_target_modules"]  # peft's: a set of names, one name ('all-linear'), or None
+    return [targets] if isinstance(targets, str) else sorted(targets or [])
+
+
+def _prompts_per_step(trl: dict) -> int:
+    """A step's P x G completions: G per device pass, passes accumulated, on each of the processes."""
+    completions = trl["per_device_train_batch_size"] * trl["gradient_accumulation_steps"] * trl["num_processes"]
+    return max(1, completions // trl["num_generations"])
+
+
+# The fields that map both ways. Steps go out as TRL's optimizer steps (a workbench step makes num_iterations of
+# them) and come back as they are: a watched TRL run stores one step per optimizer step. `model` and
+# `reward_weights` map both ways too but need what neither side's settings hold (the model's folder, the reward
+# functions' names), so the export and the watch convert them where they have those.
+TWO_WAY = (
+    Pair("precision", "bf16", lambda c: c.precision != "fp32", lambda t: "bf16" if t["bf16"] else "fp32"),
+    Pair("lora_rank", "lora_r"),
+    Pair("lora_alpha", "lora_alpha", lambda c: _number(c.lora_alpha)),
+    Pair("lora_target_modules", "lora_target_modules", lambda c: list(c.lora_target_modules), _target_modules),
+    Pair("lora_dropout", "lora_dropout"),
+    Pair("disable_dropout", "disable_dropout"),
+    Pair("group_size", "num_generations"),
+    Pair("max_new_tokens", "max_completion_length"),
+    Pair("temperature", "temperature"),
+    Pair("top_p", "top_p"),
+    Pair("prompts_per_step", "gradient_accumulation_steps", from_trl=_prompts_per_step),
+    Pair("beta", "beta"),
+    Pair("clip_epsilon", "epsilon"),
+    Pair(  # the upper clip: the workbench's 0 and TRL's None both mean "the same as the lower one"
+        "epsilon_high",
+        "epsilon_high",
+        lambda c: c.epsilon_high or c.clip_epsilon,
+        lambda t: 0.0 if t["epsilon_high"] in (None, t["epsilon"]) else t["epsilon_high"],
+    ),
+    Pair("num_iterations", "num_iterations"),
+    Pair("scale_rewards", "scale_rewards"),
+    Pair("loss_type", "loss_type", lambda c: "dapo" if c.loss_type == "bnpo" else c.loss_type),  # see its note
+    Pair("mask_truncated_completions", "mask_truncated_completions"),
+    Pair("learning_rate", "learning_rate"),
+    Pair("lr_scheduler_type", "lr_scheduler_type", _schedule),
+    Pair("warmup_steps", "warmup_steps", lambda c: c.warmup_steps * c.num_iterations),
+    Pair("weight_decay", "weight_decay"),
+    Pair("max_grad_norm", "max_grad_norm"),
+    Pair(
+        "steps",
+        "max_steps",
+        lambda c: c.steps * c.num_iterations,
+        lambda t: t["max_steps"] if t["max_steps"] > 0 else Config.steps,  # -1: TRL counts epochs instead
+    ),
+    Pair("seed", "seed"),
+)
+BY_TRL_NAME = {pair.trl: pair for pair in TWO_WAY}
+
+
+def workbench_values(trl: dict) -> dict:
+    """Config values from TRL's, by TRL's names: every pair of `TWO_WAY` whose TRL field `trl` holds."""
+    return {pair.workbench: pair.workbench_value(trl) for pair in TWO_WAY if pair.trl in trl}
+
+
+@dataclass(frozen=True)
 class Setting:
     """One grpo.yaml entry: TRL's field, its value, and how it relates to the workbench."""
 
@@ -100,9 +190,6 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
     """Every grpo.yaml entry of a config, in sections; `reward_names` in the reward source's order."""
     P, G, mu = config.prompts_per_step, config.group_size, config.num_iterations
     per_step = f"x {mu}: TRL counts optimizer steps, a workbench step makes num_iterations of them" if mu > 1 else ""
-    schedule = config.lr_scheduler_type
-    if schedule == "constant" and config.warmup_steps:
-        schedule = "constant_with_warmup"  # transformers' 'constant' ignores warmup_steps
     bf16 = config.precision != "fp32"
     auto = config.precision == "auto"
     precision = (
@@ -111,7 +198,6 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
     lora_dropout = (EXACT, "")
     if config.disable_dropout and config.lora_dropout > 0:
         lora_dropout = (CLOSE, "TRL's disable_dropout zeroes the adapter's dropout too, which the workbench keeps")
-    loss_type = "dapo" if config.loss_type == "bnpo" else config.loss_type
     bnpo = (
         "the workbench's bnpo divides by the whole batch's tokens, as TRL's dapo" if config.loss_type == "bnpo" else ""
     )
@@ -121,18 +207,23 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
     def section(title: str, *rows: tuple) -> list[Setting]:
         return [Setting(title, *row) for row in rows]
 
+    def two_way(trl: str, parity: str = EXACT, note: str = "") -> tuple:
+        """A row of `TWO_WAY`: TRL's field, the value the config converts to, the workbench field."""
+        pair = BY_TRL_NAME[trl]
+        return trl, pair.trl_value(config), pair.workbench, parity, note
+
     return [
         *section(
             "model and adapter",
             ("model_name_or_path", model, "model", EXACT, tiny),
             ("dtype", "bfloat16" if bf16 else "float32", "precision", *precision),
-            ("bf16", bf16, "precision", *(precision if auto else (EXACT, "TRL's default: true (unless fp16)"))),
+            two_way("bf16", *(precision if auto else (EXACT, "TRL's default: true (unless fp16)"))),
             ("use_peft", True, "", MATCHED, "the workbench always trains a LoRA adapter"),
-            ("lora_r", config.lora_rank, "lora_rank"),
-            ("lora_alpha", _number(config.lora_alpha), "lora_alpha"),
-            ("lora_dropout", config.lora_dropout, "lora_dropout", *lora_dropout),
-            ("lora_target_modules", list(config.lora_target_modules), "lora_target_modules"),
-            ("disable_dropout", config.disable_dropout, "disable_dropout"),
+            two_way("lora_r"),
+            two_way("lora_alpha"),
+            two_way("lora_dropout", *lora_dropout),
+            two_way("lora_target_modules"),
+            two_way("disable_dropout"),
         ),
         *section(
             "prompts and rewards",
@@ -145,17 +236,17 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
         ),
         *section(
             "sampling",
-            ("num_generations", G, "group_size"),
-            ("max_completion_length", config.max_new_tokens, "max_new_tokens"),
-            ("temperature", config.temperature, "temperature"),
-            ("top_p", config.top_p, "top_p"),
+            two_way("num_generations"),
+            two_way("max_completion_length"),
+            two_way("temperature"),
+            two_way("top_p"),
             ("top_k", 0, "", MATCHED, "the workbench has no top-k"),
             ("repetition_penalty", 1.0, "", MATCHED, "the workbench has no repetition penalty"),
         ),
         *section(
             "batch: one optimizer step sees P x G completions, sampled for it",
             ("per_device_train_batch_size", G, "group_size", EXACT, "completions per forward pass"),
-            ("gradient_accumulation_steps", P, "prompts_per_step", EXACT, "x per_device_train_batch_size = P x G"),
+            two_way("gradient_accumulation_steps", EXACT, "x per_device_train_batch_size = P x G"),
             (
                 "steps_per_generation",
                 P,
@@ -166,33 +257,27 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
         ),
         *section(
             "objective",
-            ("beta", config.beta, "beta"),
+            two_way("beta"),
             ("use_bias_correction_kl", False, "", MATCHED, "the workbench's KL term is beta x k3, not ratio-weighted"),
-            ("epsilon", config.clip_epsilon, "clip_epsilon"),
-            (
-                "epsilon_high",
-                config.epsilon_high or config.clip_epsilon,
-                "epsilon_high",
-                EXACT,
-                "its 0 means clip_epsilon",
-            ),
+            two_way("epsilon"),
+            two_way("epsilon_high", EXACT, "its 0 means clip_epsilon"),
             ("importance_sampling_level", "token", "", MATCHED, "the workbench's ratio is per token"),
-            ("num_iterations", mu, "num_iterations"),
-            ("scale_rewards", config.scale_rewards, "scale_rewards"),
-            ("loss_type", loss_type, "loss_type", EXACT, bnpo),
-            ("mask_truncated_completions", config.mask_truncated_completions, "mask_truncated_completions"),
+            two_way("num_iterations"),
+            two_way("scale_rewards"),
+            two_way("loss_type", EXACT, bnpo),
+            two_way("mask_truncated_completions"),
             ("top_entropy_quantile", 1.0, "", MATCHED, "every completion token is in the loss"),
             ("entropy_coef", 0.0, "", MATCHED, "the workbench has no entropy bonus"),
         ),
         *section(
             "optimisation",
-            ("learning_rate", config.learning_rate, "learning_rate"),
-            ("lr_scheduler_type", schedule, "lr_scheduler_type"),
-            ("warmup_steps", config.warmup_steps * mu, "warmup_steps", EXACT, per_step),
-            ("weight_decay", config.weight_decay, "weight_decay"),
-            ("max_grad_norm", config.max_grad_norm, "max_grad_norm"),
-            ("max_steps", config.steps * mu, "steps", EXACT, per_step),
-            ("seed", config.seed, "seed"),
+            two_way("learning_rate"),
+            two_way("lr_scheduler_type"),
+            two_way("warmup_steps", EXACT, per_step),
+            two_way("weight_decay"),
+            two_way("max_grad_norm"),
+            two_way("max_steps", EXACT, per_step),
+            two_way("seed"),
             ("gradient_checkpointing", False, "", MATCHED, "no effect on the math; true saves memory"),
         ),
         *section(

@@ -176,16 +176,18 @@ class Scorer:
         rows: list[dict],
         completions: list[str],
         completion_ids: list[list[int]] | None = None,
-        trainer_state: types.SimpleNamespace | None = None,
+        global_step: int = 0,
     ) -> Scores:
         """Each function's values for the completions; `rows[i]` is completion i's dataset row.
 
         Without `completion_ids` (outside training) the UTF-8 bytes of each completion stand in for them.
+        `global_step`: the optimizer steps taken before these completions were sampled, which reward
+        functions read as TRL gives it, `trainer_state.global_step` (with `.max_steps`, the run's steps).
         """
         prompts = [row["prompt"] for row in rows]
         kwargs = {column: [row.get(column) for row in rows] for column in self.columns}
         kwargs["completion_ids"] = completion_ids or [list(text.encode()) for text in completions]
-        kwargs["trainer_state"] = trainer_state or types.SimpleNamespace(global_step=0, max_steps=self.config.steps)
+        kwargs["trainer_state"] = types.SimpleNamespace(global_step=global_step, max_steps=self.config.steps)
         self._batch = ("batch", prompts, completions_for_trl(prompts, completions), kwargs)
         self._send_batch()
         values, output = {}, {}

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from workbench.rewards.scoring import RewardSource, columns_of
 
-SAMPLE_TASKS = Path(__file__).resolve().parents[1] / "sample_tasks"  # package data: installed with the package
+# The sample tasks are the top-level `sample_tasks/` of a source checkout (and of its editable install), where a
+# teacher looks for them; a built wheel carries that folder inside the package (pyproject.toml maps one onto the other).
+_CHECKOUT = Path(__file__).resolve().parents[2]
+if (_CHECKOUT / "pyproject.toml").exists():
+    SAMPLE_TASKS = _CHECKOUT / "sample_tasks"
+else:
+    SAMPLE_TASKS = Path(__file__).resolve().parents[1] / "sample_tasks"
 PROMPT_FILES = ("prompts.jsonl", "prompts.csv", "prompts.parquet", "prompts.txt")
 EVAL_FILES = tuple(name.replace("prompts", "eval") for name in PROMPT_FILES)  # held-out prompts, never trained on
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from workbench.events import Group
+from workbench.formatting import cut
 from workbench.store.database import Store, StoreError, stored_prompt
 
 SORTS = {  # sort_by -> (column, ascending): the groups that teach the most come first
@@ -34,6 +35,7 @@ SORTS = {  # sort_by -> (column, ascending): the groups that teach the most come
     "std": ("std", False),
     "mean": ("mean", False),
 }
+PROMPT_WIDTH = 60  # the characters of a prompt an error message quotes
 STEP_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
@@ -122,22 +124,23 @@ def before_after(
 ) -> BeforeAfter:
     """The prompt's completions (every group of it) at `first_step` and `last_step`: by default the first
     and the latest step the run sampled it at."""
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt)  # as `store.rollout_rows` keeps it
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt)  # as `writer.rollout_rows` keeps it
     steps = _prompt_steps(store, run_id, [text]).get(text, [])
+    quoted = repr(cut(text, PROMPT_WIDTH))  # as the error messages below name it
     if not steps:
         _check_run(store, run_id)
-        raise InspectionError(f"run {run_id} never sampled the prompt {_short(text)}")
+        raise InspectionError(f"run {run_id} never sampled the prompt {quoted}")
     for given in (first_step, last_step):
         if given is not None and given not in steps:
             raise InspectionError(
-                f"run {run_id} did not sample the prompt {_short(text)} at step {given}; "
+                f"run {run_id} did not sample the prompt {quoted} at step {given}; "
                 f"it did at step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"
             )
     first = steps[0] if first_step is None else first_step
     last = steps[-1] if last_step is None else last_step
     if len(steps) == 1 and (first_step is None or last_step is None):
         raise InspectionError(
-            f"run {run_id} sampled the prompt {_short(text)} at step {first} only: there is nothing to compare "
+            f"run {run_id} sampled the prompt {quoted} at step {first} only: there is nothing to compare "
             "(recurring_prompts lists those it sampled at two steps or more)"
         )
     return BeforeAfter(
@@ -366,7 +369,3 @@ def _flat(groups: list[Group]) -> pd.DataFrame:
 
 def _list(values: pd.Series) -> list[float | None]:
     return [None if v != v else float(v) for v in values]  # NaN (the store's NULL) -> None, as in a Group
-
-
-def _short(prompt: str, width: int = 60) -> str:
-    return repr(prompt if len(prompt) <= width else prompt[: width - 3] + "...")

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
-from workbench.store.database import CONFINED, Store
+from workbench.store.database import Store
+
+if TYPE_CHECKING:  # pandas loads with the first query, not with the CLI's help (the parser reads NAMED_QUERIES)
+    import pandas as pd
 
 MAX_ROWS = 10_000
+# User SQL runs confined: read-only, no file system access, settings locked.
+CONFINED = {
+    "enable_external_access": False,
+    "lock_configuration": True,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+}
 TIMEOUT_SECONDS = 10.0
 
 
@@ -37,6 +47,8 @@ def run_sql(store: Store, sql: str, max_rows: int = MAX_ROWS, timeout: float = T
     COPY, ATTACH or read_csv of any file: the store's tables are all a query sees), and its
     configuration is locked, so the query cannot turn any of that back on.
     """
+    import pandas as pd
+
     if not sql.strip():
         raise SQLError("the query is empty")
     with store.connect(read_only=True, config=CONFINED) as con:

@@ -2,7 +2,9 @@
 
 Each tab's module builds its layout and wires its own events; the events that join tabs (dry-run,
 Start, Resume and swapping the reward take the editor and the form) are wired here. What the tabs
-call is the engine's public API, and what they show is rendered in `views`.
+call is the engine's public API, and what they show is rendered by the view modules: `status` (the status
+line, the health banner), `group_view` and `advantages` (a group and why its advantages are what they are),
+`token_view`, `step_views` (a step's groups, before and after, reward buckets), `dry_run_view`, `task_view`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from workbench.engine.sweep import grid_from_text, parse_seeds, start_sweep
 from workbench.rewards.scoring import RewardError, RewardSource, validate_rewards
 from workbench.rewards.tasks import Task, TaskError, save_reward
 from workbench.store.database import Store
-from workbench.ui import config_form, explore_tab, runs_tab, task_tab, train_tab, views
+from workbench.ui import config_form, explore_tab, runs_tab, task_tab, train_tab
+from workbench.ui.dry_run_view import dry_run_html
 from workbench.ui.task_tab import REWARD_FILE
+from workbench.ui.task_view import reward_error
 
 KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()  # pass as launch(js=...)
 
@@ -44,10 +48,10 @@ def build_app(workspace: str) -> gr.Blocks:
             try:
                 report = dry_run(config_form.to_config(form), task, RewardSource(text, REWARD_FILE))
             except RewardError as error:
-                return views.reward_error(error), ""
+                return reward_error(error), ""
             except (ConfigError, ModelLoadError) as error:
                 return f"**Cannot dry-run:** {html.escape(str(error))}", ""
-            return "", views.dry_run_html(report)
+            return "", dry_run_html(report)
 
         def start_run(text, task: Task, *form):
             try:
@@ -56,7 +60,7 @@ def build_app(workspace: str) -> gr.Blocks:
                 validate_rewards(task.rewards, task.rows, config)
                 runner.start(config, task)
             except RewardError as error:
-                return views.reward_error(error), gr.skip(), gr.skip(), False
+                return reward_error(error), gr.skip(), gr.skip(), False
             except (ConfigError, RuntimeError) as error:
                 return f"**Not started:** {html.escape(str(error))}", gr.skip(), gr.skip(), False
             reward_file = str(save_reward(workspace, task))
@@ -79,7 +83,7 @@ def build_app(workspace: str) -> gr.Blocks:
                     config, task.reference, grid, seeds, workspace, int(parallel or 1), reward_file
                 )
             except RewardError as error:
-                return views.reward_error(error), gr.skip(), gr.skip()
+                return reward_error(error), gr.skip(), gr.skip()
             except ConfigError as error:
                 gr.Warning(str(error))
                 return f"**Sweep not started:** {html.escape(str(error))}", gr.skip(), gr.skip()
@@ -103,7 +107,7 @@ def build_app(workspace: str) -> gr.Blocks:
             try:
                 validate_rewards(source, runner.task.rows)
             except RewardError as error:
-                return views.reward_error(error)
+                return reward_error(error)
             runner.swap_rewards(source)
             return f"Reward version `{source.version}` scores the running run from its next step."
 

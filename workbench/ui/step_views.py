@@ -1,6 +1,6 @@
-"""HTML of what `workbench.store.inspection` reads: a step's groups (a row each, a click opens one) and one prompt's
-completions before and after (the reward buckets are in `views`, as the dry-run shows them too). Advantages
-are colored as in the group view."""
+"""HTML of what `workbench.store.inspection` reads: a step's groups (a row each, a click opens one), one prompt's
+completions before and after, and the reward buckets (the Runs tab's and the dry-run's). Advantages are colored
+as in the group view."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import json
 
 import pandas as pd
 
+from workbench.formatting import cut, nullable, number, reward_text
 from workbench.store.database import Store, stored_prompt
 from workbench.store.inspection import BeforeAfter, InspectionError, step_groups
-from workbench.ui.views import CELL, color, cut, number, prompt_text, reward_text
+from workbench.ui.group_view import color, prompt_text
 
 SORT_CHOICES = [  # (label, inspection.SORTS key) for the sort picker
     ("group", "group"),
@@ -27,6 +28,7 @@ element.addEventListener('click', (event) => {
     if (row) trigger('select', {index: Number(row.dataset.group), value: row.dataset.group, selected: true});
 });
 """
+CELL = "padding:2px 6px;border:1px solid #ddd;text-align:right"  # a table cell of the step view and buckets
 NO_RECURRING_PROMPT = "<p>No prompt of this run was sampled at two steps or more yet.</p>"
 PROMPT_CELL = (
     "padding:2px 6px;border:1px solid #ddd;max-width:340px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
@@ -123,6 +125,34 @@ def prompt_choices(prompts: pd.DataFrame) -> list[tuple[str, str]]:
         (f"{cut(prompt_text(stored_prompt(row.prompt)), 70)} (steps {', '.join(map(str, row.steps))})", row.prompt)
         for row in prompts.itertuples(index=False)
     ]
+
+
+def buckets_html(buckets: pd.DataFrame) -> str:
+    """Reward buckets (`inspection.reward_buckets` or `group_buckets`): each function's value, the count and
+    share of completions, their mean reward, and a few of them."""
+    names = list(buckets.columns[: buckets.columns.get_loc("count")])
+    total = int(buckets["count"].sum())
+    header = (
+        "".join(f"<th style='{CELL}'>{html.escape(name)}</th>" for name in names)
+        + "".join(f"<th style='{CELL}'>{name}</th>" for name in ("count", "share", "reward mean"))
+        + f"<th style='{CELL};text-align:left'>examples</th>"
+    )
+    rows = "".join(
+        f"<tr class='bucket' data-values='{json.dumps([nullable(row[n]) for n in names])}' data-count='{row['count']}'>"
+        + "".join(f"<td style='{CELL}'>{reward_text(row[n])}</td>" for n in names)
+        + f"<td style='{CELL}'>{row['count']}</td><td style='{CELL}'>{row['share']:.1%}</td>"
+        f"<td style='{CELL}'>{number(row['reward_mean'])}</td><td style='padding:2px 6px;border:1px solid #ddd'>"
+        + "".join(f"<code style='display:block'>{html.escape(cut(repr(c), 160))}</code>" for c in row["examples"])
+        + "</td></tr>"
+        for _, row in buckets.iterrows()
+    )
+    return (
+        f"<div class='reward-buckets' data-buckets='{len(buckets)}' data-completions='{total}'>"
+        f"<p>{total} completions in {len(buckets)} buckets of their reward functions' values "
+        f"({', '.join(map(html.escape, names)) or 'no function logged'}), the most common first.</p>"
+        f"<table style='border-collapse:collapse;font-size:90%'><thead><tr>{header}</tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
 
 
 def problem(error: Exception) -> str:

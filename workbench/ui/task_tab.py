@@ -11,7 +11,7 @@ import gradio as gr
 
 from workbench.rewards.scoring import RewardError, RewardSource, probes, try_rewards, validate_rewards
 from workbench.rewards.tasks import Task, TaskError, keep_upload, load_task, sample_task_names
-from workbench.ui import views
+from workbench.ui import task_view
 
 REWARD_FILE = "reward.py"  # the name the editor's text is reported and stored under
 
@@ -26,8 +26,8 @@ def build(workspace: str) -> SimpleNamespace:
             file_types=[".jsonl", ".csv", ".parquet", ".txt"],
             elem_id="prompt-upload",
         )
-    data_message = gr.Markdown(views.data_message(first), elem_id="data-message")
-    rows = gr.Dataframe(views.preview(first.rows), label="prompts", max_height=240, elem_id="prompt-preview")
+    data_message = gr.Markdown(task_view.data_message(first), elem_id="data-message")
+    rows = gr.Dataframe(task_view.preview(first.rows), label="prompts", max_height=240, elem_id="prompt-preview")
     editor = gr.Code(first.rewards.text, language="python", label=REWARD_FILE, elem_id="reward-editor")
     with gr.Row():
         validate = gr.Button("Validate", elem_id="validate-button")
@@ -40,7 +40,7 @@ def build(workspace: str) -> SimpleNamespace:
 
     def choose_task(name):
         chosen = load_task(name)
-        return chosen, views.data_message(chosen), views.preview(chosen.rows), chosen.rewards.text
+        return chosen, task_view.data_message(chosen), task_view.preview(chosen.rows), chosen.rewards.text
 
     def upload_prompts(path, current: Task):
         """The uploaded prompts, or why they are refused; the upload box is emptied for the next file."""
@@ -50,20 +50,20 @@ def build(workspace: str) -> SimpleNamespace:
             uploaded = keep_upload(workspace, Path(path), current.rewards)
         except TaskError as error:
             return current, f"**Upload refused:** {html.escape(str(error))}", gr.skip(), None
-        return uploaded, views.data_message(uploaded), views.preview(uploaded.rows), None
+        return uploaded, task_view.data_message(uploaded), task_view.preview(uploaded.rows), None
 
     def validate_reward(text, current: Task):
         try:
             scores = validate_rewards(RewardSource(text, REWARD_FILE), current.rows)
         except RewardError as error:
-            return views.reward_error(error)
-        return views.probe_scores(scores, probes(current.rows))
+            return task_view.reward_error(error)
+        return task_view.probe_scores(scores, probes(current.rows))
 
     def try_reward(text, typed, current: Task):
         try:
             scores = try_rewards(RewardSource(text, REWARD_FILE), typed or "", current.rows[0])
         except RewardError as error:
-            return views.reward_error(error)
+            return task_view.reward_error(error)
         values = ", ".join(f"{name} = {v[0]}" for name, v in scores.values.items())
         return f"reward **{scores.rewards[0]:g}** ({values}) for `{typed!r}` on `{current.rows[0]['prompt']!r}`"
 

@@ -25,12 +25,41 @@ from workbench.engine.runner import Runner, Snapshot
 from workbench.plots import training_curves
 from workbench.store.database import Store
 from workbench.store.inspection import groups_table
-from workbench.ui import config_form, step_views, views
+from workbench.ui import config_form, step_views
+from workbench.ui.group_view import group_html, stored_group_html
+from workbench.ui.status import health_html, status
+from workbench.ui.token_view import stored_tokens_html, token_view_html, tokens_pending_html
 
 REFRESH_SECONDS = 0.5
 
 
 def build(runner: Runner, store: Store) -> SimpleNamespace:
+    """The tab's layout, its own events wired; what `workbench.ui` wires across tabs comes back."""
+    page = _layout()
+    live = LiveView(runner, store)
+    shows = [page.follow, page.group_id, page.completion, page.sort, page.drawn]
+    outputs = [page.status, page.health, page.group, page.plot, page.step, page.step_view, page.tokens]
+    outputs += [page.drawn, page.timer]
+    _wire(page, live, shows, outputs)
+    return SimpleNamespace(
+        form=page.form,
+        start=page.start,
+        resume=page.resume,
+        swap=page.swap,
+        message=page.message,
+        command=page.command,
+        code=page.code,
+        timer=page.timer,
+        started=page.started,
+        watch=live.watch,
+        open=live.open_page,
+        shows=shows,
+        outputs=outputs,
+    )
+
+
+def _layout() -> SimpleNamespace:
+    """The form and the run's buttons, the status and health, the run as code, then the live view."""
     form = config_form.build(Config())
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="start-button")
@@ -47,7 +76,7 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         follow = gr.Checkbox(True, label="follow the latest step", elem_id="live-follow")
         step = gr.Number(0, precision=0, minimum=0, label="step", elem_id="live-step-picker")
         group_id = gr.Number(0, precision=0, minimum=0, label="group", elem_id="live-group-picker")
-    group = gr.HTML(views.group_html(None, 0, Config()), elem_id="live-group")
+    group = gr.HTML(group_html(None, 0, Config()), elem_id="live-group")
     plot = gr.Plot(elem_id="reward-plot")
     with gr.Accordion("The step's groups: click a row to open it above", open=True):
         sort = gr.Radio(step_views.SORT_CHOICES, value="group", label="sort by", elem_id="live-step-groups-sort")
@@ -61,11 +90,43 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
     drawn = gr.State({})
     timer = gr.Timer(REFRESH_SECONDS, active=False)
     started = gr.State(False)  # whether the last Start or Resume started a run
+    return SimpleNamespace(**locals())  # every component above, by its name
 
-    def draw(snapshot: Snapshot, following, picked_group, picked_completion, sort_by, shown):
+
+def _wire(page: SimpleNamespace, live: LiveView, shows: list, outputs: list) -> None:
+    """The tab's own events: the timer's tick, the pickers, a click on a step's row, the sort, follow, Stop."""
+    page.timer.tick(live.refresh, shows, outputs, show_progress="hidden", api_visibility="private")
+    page.step.input(
+        live.look_back,
+        [page.step, page.group_id, page.completion, page.sort, page.drawn],
+        [page.group, page.step_view, page.tokens, page.follow, page.drawn],
+    )
+    picked = [page.group, page.step, page.step_view, page.tokens, page.drawn, page.follow]
+    gr.on(
+        [page.group_id.input, page.completion.input],
+        live.pick_group,
+        [page.follow, page.step, page.group_id, page.completion, page.sort, page.drawn],
+        picked,
+    )
+    page.step_view.select(
+        live.open_row, [page.follow, page.step, page.completion, page.sort, page.drawn], [page.group_id, *picked]
+    )
+    page.sort.input(live.resort, [page.follow, page.step, page.sort, page.drawn], page.step_view)
+    page.follow.input(live.latest_group, shows, [page.group, page.step, page.step_view, page.tokens, page.drawn])
+    page.stop.click(live.runner.stop, None, None, api_name="stop_run")
+
+
+class LiveView:
+    """What the tab's events do: draw the runner's run as it goes, look back at a stored step, pick a group or a
+    completion, sort the step's groups. What the page shows is in its `drawn` state, passed in and returned."""
+
+    def __init__(self, runner: Runner, store: Store):
+        self.runner, self.store = runner, store
+
+    def draw(self, snapshot: Snapshot, following, picked_group, picked_completion, sort_by, shown):
         """The status line, and the curves, health banner, group, step, step view and token view that changed
         since `shown`."""
-        status = views.status(snapshot)  # first: the status drawn is the one the caller's timer decision saw
+        line = status(snapshot)  # first: the status drawn is the one the caller's timer decision saw
         shown = dict(shown)
         plot_update, health_update, group_update, step_update = gr.skip(), gr.skip(), gr.skip(), gr.skip()
         groups_update, tokens_update = gr.skip(), gr.skip()
@@ -74,7 +135,7 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
             plot_update = training_curves(pd.DataFrame(snapshot.history))
         if (snapshot.run_id, len(snapshot.health)) != (shown.get("health_run"), shown.get("health")):
             shown["health_run"], shown["health"] = snapshot.run_id, len(snapshot.health)
-            health_update = views.health_html(snapshot.health)
+            health_update = health_html(snapshot.health)
         scored = snapshot.last_groups
         # `shown` is the session's state as the server holds it now, the checkbox as the page sent it: a tick
         # sent before a look-back but run after it must not draw the latest step over the step looked back at
@@ -84,16 +145,16 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
             if key != shown.get("group"):
                 shown["group"] = key
                 config = Config.from_dict(snapshot.config)
-                group_update = views.group_html(scored.groups[g], scored.step, config, snapshot.scored_at)
+                group_update = group_html(scored.groups[g], scored.step, config, snapshot.scored_at)
                 step_update = scored.step
             if (scored.run_id, scored.step) != shown.get("groups"):
                 shown["groups"] = (scored.run_id, scored.step)
                 groups_update = step_views.step_groups_html(groups_table(scored.groups, sort_by), scored.step, sort_by)
-            tokens_update = live_tokens(snapshot, g, picked_completion, shown)
+            tokens_update = self.live_tokens(snapshot, g, picked_completion, shown)
         updates = health_update, group_update, plot_update, step_update, groups_update, tokens_update
-        return status, *updates, shown
+        return line, *updates, shown
 
-    def live_tokens(snapshot: Snapshot, g: int, picked_completion, shown: dict):
+    def live_tokens(self, snapshot: Snapshot, g: int, picked_completion, shown: dict):
         """The live group's picked completion token by token, once its step's update has stored it: until
         then a note, and the store is read again at each tick. `shown` records what was drawn."""
         scored = snapshot.last_groups
@@ -105,113 +166,88 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
         # read before the store: once the run is over its steps are stored (a finished or stopped run's status
         # changes after its writer closed; a paused or failed one's last step was written while the next sampled)
         coming = snapshot.active and not group.dropped and snapshot.config.get("log_token_stats", True)
-        frame = store.token_view(*key)
+        frame = self.store.token_view(*key)
         if frame.empty and coming:
             noted, shown["tokens_pending"] = shown.get("tokens_pending") == key, key
-            return gr.skip() if noted else views.tokens_pending_html(*key)
+            return gr.skip() if noted else tokens_pending_html(*key)
         shown["tokens"], shown["tokens_pending"] = key, None
-        return views.stored_tokens_html(store, *key) if frame.empty else views.token_view_html(frame, *key)
+        return stored_tokens_html(self.store, *key) if frame.empty else token_view_html(frame, *key)
 
-    def still_active(active_before: bool) -> bool:
+    def still_active(self, active_before: bool) -> bool:
         """Whether to poll after a draw that began with the run `active_before` (read first: a run that ends
         meanwhile is drawn in its final state). The runner is read again: a Start handled during the draw
         turns the timer on, and this answer, arriving later, must not turn it off under the new run (the page
         then said "idle" for the whole run)."""
-        return active_before or runner.snapshot.active
+        return active_before or self.runner.snapshot.active
 
-    def open_page(following, picked_group, picked_completion, sort_by, shown):
+    def open_page(self, following, picked_group, picked_completion, sort_by, shown):
         """The tab as it opens: everything drawn afresh; the timer on while the runner's run is active."""
-        active = runner.snapshot.active
-        page = draw(runner.shown(), following, picked_group, picked_completion, sort_by, {})
-        return *page, gr.Timer(active=still_active(active))
+        active = self.runner.snapshot.active
+        page = self.draw(self.runner.shown(), following, picked_group, picked_completion, sort_by, {})
+        return *page, gr.Timer(active=self.still_active(active))
 
-    def refresh(following, picked_group, picked_completion, sort_by, shown):
+    def refresh(self, following, picked_group, picked_completion, sort_by, shown):
         """A tick: what changed; the tick that sees the run over draws its final state and stops the timer."""
-        active = runner.snapshot.active
-        page = draw(runner.shown(), following, picked_group, picked_completion, sort_by, shown)
-        return *page, gr.skip() if still_active(active) else gr.Timer(active=False)
+        active = self.runner.snapshot.active
+        page = self.draw(self.runner.shown(), following, picked_group, picked_completion, sort_by, shown)
+        return *page, gr.skip() if self.still_active(active) else gr.Timer(active=False)
 
+    @staticmethod
     def watch(started: bool):
         """After Start or Resume: poll if they started a run; the first tick stops it again if the run is over
         already."""
         return gr.Timer(active=True) if started else gr.skip()
 
-    def look_back(picked_step, picked_group, picked_completion, sort_by, shown):
+    def look_back(self, picked_step, picked_group, picked_completion, sort_by, shown):
         """The picked step's group, its tokens and the step's groups from the store; following stops until the
         box is ticked again."""
         run_id = shown.get("run")
         if run_id is None:
             return gr.skip(), gr.skip(), gr.skip(), False, shown
         step, g = int(picked_step or 0), int(picked_group or 0)
-        config = Config.from_dict(store.run(run_id)["config"])
-        page = views.stored_group_html(store.group(run_id, step, g), run_id, step, g, config)
+        config = Config.from_dict(self.store.run(run_id)["config"])
+        page = stored_group_html(self.store.group(run_id, step, g), run_id, step, g, config)
         unfollowed = dict(group=None, groups=None, tokens=None, tokens_pending=None, following=False)
-        tokens_page = views.stored_tokens_html(store, run_id, step, g, int(picked_completion or 0))
+        tokens_page = stored_tokens_html(self.store, run_id, step, g, int(picked_completion or 0))
         return (
             page,
-            step_views.stored_step_groups_html(store, run_id, step, sort_by),
+            step_views.stored_step_groups_html(self.store, run_id, step, sort_by),
             tokens_page,
             False,
             {**shown, **unfollowed},
         )
 
-    def latest_group(following, picked_group, picked_completion, sort_by, shown):
+    def latest_group(self, following, picked_group, picked_completion, sort_by, shown):
         """The picked group of the latest step, its tokens and the step's groups, now: no tick comes while no
         run is active."""
         drawn_now = ("group", "groups", "tokens", "tokens_pending")
         unshown = {**shown, **dict.fromkeys(drawn_now), "following": following}
-        *_, group_update, _, step_update, groups_update, tokens_update, now = draw(
-            runner.shown(), following, picked_group, picked_completion, sort_by, unshown
+        *_, group_update, _, step_update, groups_update, tokens_update, now = self.draw(
+            self.runner.shown(), following, picked_group, picked_completion, sort_by, unshown
         )
         now_shown = {**shown, **{key: now.get(key) for key in drawn_now}, "following": following}
         return group_update, step_update, groups_update, tokens_update, now_shown
 
-    def pick_group(following, picked_step, picked_group, picked_completion, sort_by, shown):
+    def pick_group(self, following, picked_step, picked_group, picked_completion, sort_by, shown):
         """A group or completion picked by number, or a group by a click on its row: of the latest step, or
         of the step looked back at."""
         if following:
-            return *latest_group(True, picked_group, picked_completion, sort_by, shown), True
-        page, groups_page, tokens_page, following, shown = look_back(
+            return *self.latest_group(True, picked_group, picked_completion, sort_by, shown), True
+        page, groups_page, tokens_page, following, shown = self.look_back(
             picked_step, picked_group, picked_completion, sort_by, shown
         )
         return page, gr.skip(), groups_page, tokens_page, shown, following
 
-    def open_row(following, picked_step, picked_completion, sort_by, shown, row: gr.SelectData):
-        return row.index, *pick_group(following, picked_step, row.index, picked_completion, sort_by, shown)
+    def open_row(self, following, picked_step, picked_completion, sort_by, shown, row: gr.SelectData):
+        return row.index, *self.pick_group(following, picked_step, row.index, picked_completion, sort_by, shown)
 
-    def resort(following, picked_step, sort_by, shown):
+    def resort(self, following, picked_step, sort_by, shown):
         """The step view sorted again: the latest step's groups, or those of the step looked back at."""
-        scored = runner.shown().last_groups
+        scored = self.runner.shown().last_groups
         if following and scored is not None:
             return step_views.step_groups_html(groups_table(scored.groups, sort_by), scored.step, sort_by)
         return (
-            step_views.stored_step_groups_html(store, shown["run"], int(picked_step or 0), sort_by)
+            step_views.stored_step_groups_html(self.store, shown["run"], int(picked_step or 0), sort_by)
             if shown.get("run")
             else gr.skip()
         )
-
-    shows = [follow, group_id, completion, sort, drawn]
-    outputs = [status, health, group, plot, step, step_view, tokens, drawn, timer]
-    timer.tick(refresh, shows, outputs, show_progress="hidden", api_visibility="private")
-    step.input(look_back, [step, group_id, completion, sort, drawn], [group, step_view, tokens, follow, drawn])
-    picked = [group, step, step_view, tokens, drawn, follow]
-    gr.on([group_id.input, completion.input], pick_group, [follow, step, group_id, completion, sort, drawn], picked)
-    step_view.select(open_row, [follow, step, completion, sort, drawn], [group_id, *picked])
-    sort.input(resort, [follow, step, sort, drawn], step_view)
-    follow.input(latest_group, shows, [group, step, step_view, tokens, drawn])
-    stop.click(runner.stop, None, None, api_name="stop_run")
-    return SimpleNamespace(
-        form=form,
-        start=start,
-        resume=resume,
-        swap=swap,
-        message=message,
-        command=command,
-        code=code,
-        timer=timer,
-        started=started,
-        watch=watch,
-        open=open_page,
-        shows=shows,
-        outputs=outputs,
-    )

@@ -1,4 +1,5 @@
-"""PPO's critic (`advantage_estimator='ppo'`): the value network GRPO does without.
+"""PPO's critic (`advantage_estimator='ppo'`), the value network GRPO does without: its values, the GAE
+advantages and returns they give, its clipped value loss and its update, in one place.
 
 A second copy of the base model, loaded beside the policy's, with its own LoRA adapter and a scalar
 value head on its last hidden state: V_t = head(h_t), the value of the prefix q, o_<t. As in
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from workbench.config import Config
 from workbench.engine import grpo
+from workbench.engine.batches import Round, loss_mask
 from workbench.engine.policy import Policy, load_policy
 from workbench.engine.rollout import Rollouts, micro_batch_parts
 
@@ -92,3 +94,41 @@ def update_critic(critic: Critic, batches: list[tuple[Rollouts, Tensor, Tensor, 
     old = torch.cat([old[where] for (_, _, old, _), where in zip(batches, trained)])
     returns = torch.cat([returns[where] for (_, _, _, returns), where in zip(batches, trained)])
     return {"value_loss": total / config.num_iterations, "explained_variance": grpo.explained_variance(old, returns)}
+
+
+@torch.no_grad()
+def gae_advantages(rounds: list[Round], config: Config, critic: Critic | None) -> list[Tensor]:
+    """Per-token advantages by GAE on the critic's values at sampling, which each round keeps with the
+    returns for the critic's update; 0 for groups left out.  -> (B, T) per round
+
+    Without a critic (a dry run), the values are 0: what a run's first step sees, its head starting at 0.
+    'batch' scaling divides by the std of the trained tokens' advantages."""
+    advantages, trained_tokens = [], []
+    for one in rounds:
+        completion_mask = one.rollouts.completion_mask.cpu()
+        if critic is None:
+            one.values = torch.zeros(completion_mask.shape)
+        else:
+            one.values = critic.values(one.rollouts, config.group_size).float().cpu()
+        a, one.returns = grpo.gae(one.rewards, one.values, completion_mask, config.gae_lambda)
+        in_batch = one.trained.repeat_interleave(config.group_size).unsqueeze(1)  # (B, 1)
+        advantages.append(a * in_batch)
+        trained_tokens.append(a[in_batch & loss_mask(one.rollouts, config).bool().cpu()])
+    tokens = torch.cat(trained_tokens)
+    if config.scale_rewards == "batch" and tokens.numel() > 1:
+        advantages = [a / (tokens.std() + 1e-4) for a in advantages]
+    return advantages
+
+
+def critic_batches(rounds: list[Round], config: Config) -> list[tuple]:
+    """What the critic trains on: each round's trained groups with their loss mask, values at sampling and returns."""
+    batches = []
+    for one in rounds:
+        rows = one.trained_rows
+        if rows.numel():
+            scored = ~one.rewards[rows].isnan().unsqueeze(1)  # an unscored completion has no return to learn
+            tokens = loss_mask(one.rollouts, config)[rows].cpu() * scored
+            device = one.rollouts.completion_mask.device
+            targets = (tokens, one.values[rows], one.returns[rows])
+            batches.append((one.rollouts.select(rows), *(t.float().to(device) for t in targets)))
+    return batches
