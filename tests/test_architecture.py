@@ -155,3 +155,13 @@ def test_only_the_entry_points_import_the_loop():
         if any(n == "workbench.engine.trainer" or n.startswith("workbench.engine.trainer.") for n in imported(p))
     }
     assert importers and all(name.startswith(ENTRY_POINTS) for name in importers), importers
+
+
+def test_every_folder_ships_in_the_wheel():
+    """pyproject.toml lists the package's folders (the sample tasks' is mapped in from the top level)."""
+    import tomllib
+
+    listed = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = {module_name(p / "__init__.py") for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    tasks = {f"workbench.sample_tasks.{p.name}" for p in SAMPLE_TASKS.iterdir() if p.is_dir()}
+    assert set(listed) == {"workbench", "workbench.sample_tasks"} | folders | tasks
