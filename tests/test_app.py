@@ -1,6 +1,7 @@
 """The app as a user starts it: binding rules, and a real run driven through its HTTP API."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -90,3 +91,29 @@ def test_upload_validate_try_and_dry_run_a_reward(app_url, tmp_path):
     constant = "def same(completions, **kwargs):\n    return [1.0] * len(completions)\n"
     note, report = client.predict(constant, *SMALL, api_name="/dry_run")
     assert note == "" and "groups without signal: 100%" in report and "GRPO learns nothing" in report
+
+
+def test_scripts_train_follow_and_list_runs_through_the_api(app_url):
+    """train(task, config) -> run_id, status(run_id) -> dict, runs() -> list[dict]: JSON with the store's names."""
+    client = Client(app_url, verbose=False)
+    run_id = client.predict("arithmetic", {"steps": 2, "group_size": 2, "prompts_per_step": 2}, api_name="/train")
+    assert run_id.startswith("arithmetic-")
+    deadline, status = time.monotonic() + 120, {}
+    while time.monotonic() < deadline and status.get("status") != "finished":
+        status = client.predict(run_id, api_name="/status")
+        assert status["status"] in ("starting", "running", "finished"), status
+        time.sleep(0.5)
+    assert status == dict(
+        run_id=run_id, status="finished", step=2, steps=2, reward_mean=status["reward_mean"], error=None
+    )
+    (listed,) = [run for run in client.predict(api_name="/runs") if run["run_id"] == run_id]
+    assert listed["task"] == "arithmetic" and listed["step"] == 2 and listed["created_at"][:2] == "20"
+    for task, config, refusal in [
+        ("/etc", {}, "no task '/etc'"),
+        ("arithmetic", {"group_size": 1}, "group_size must be an integer of at least 2"),
+        ("arithmetic", {"no_such_field": 1}, "unknown config field(s): no_such_field"),
+    ]:
+        with pytest.raises(Exception, match=re.escape(refusal)):
+            client.predict(task, config, api_name="/train")
+    with pytest.raises(Exception, match="no run 'nope'"):
+        client.predict("nope", api_name="/status")

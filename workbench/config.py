@@ -135,6 +135,9 @@ class Config:
     """'bf16' autocast, 'fp32', or 'auto' (bf16 on GPUs and on CPUs with native bf16)"""
     device: str = "auto"
     """'cpu', 'cuda', or 'auto' (cuda when available)"""
+    threads: int = 0
+    """torch threads of the run; 0: the cores it gets (its share of the machine, less the cores other processes
+    keep busy), decided again after every step"""
 
     def __post_init__(self) -> None:
         if not self.model.strip():
@@ -145,6 +148,7 @@ class Config:
         for name in ("micro_batch_tokens", "steps", "checkpoint_every"):
             _at_least(self, name, 1)
         _at_least(self, "warmup_steps", 0)
+        _at_least(self, "threads", 0)
         _at_least(self, "dynamic_sampling_max_rounds", 0)
         _at_least(self, "eval_steps", 0)
         _at_least(self, "eval_max_prompts", 1)

@@ -29,6 +29,7 @@ class RunStarted:
     model: str
     config: dict
     start_step: int  # the first step this call will train (> 1 when resuming)
+    threads: str = ""  # the torch threads the run starts with, and why (workbench.engine.threads)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def follow(events, config: Config, workspace: str) -> int:
     bar = None
     for event in events:
         if isinstance(event, RunStarted):
-            print(f"run {event.run_id}: task {event.task}, model {event.model}", file=sys.stderr)
+            print(f"run {event.run_id}: task {event.task}, model {event.model}, {event.threads}", file=sys.stderr)
             bar = tqdm(total=config.steps, initial=event.start_step - 1, unit="step")
         elif isinstance(event, StepFinished):
             m = event.metrics

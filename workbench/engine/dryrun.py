@@ -20,6 +20,7 @@ from workbench.engine.advantages import estimate_advantages
 from workbench.engine.batches import ScoredBatch, sample_round
 from workbench.engine.policy import Policy, load_policy
 from workbench.engine.records import step_record
+from workbench.engine.threads import ThreadPolicy
 from workbench.events import Group
 from workbench.rewards.scoring import RewardSource, Scorer
 from workbench.rewards.tasks import Task
@@ -115,7 +116,9 @@ def dry_run(
     """
     rows = task.batch(1, num_prompts, config.seed)  # the prompts a run's first step sees
     with Scorer(rewards or task.rewards, task.columns, config) as scorer:
+        threads = ThreadPolicy(config.threads)  # a dry run beside a training run takes the cores it leaves
         policy = policy or load_policy(config)
+        threads.decide()
         started = time.perf_counter()
         one = sample_round(policy, scorer, rows, 1, 0, config)  # what the run's step 1 samples
     one.trained = torch.ones(len(rows), dtype=torch.bool)

@@ -26,6 +26,7 @@ from workbench.engine.hardware import peak_memory_mib, reset_peak_memory
 from workbench.engine.policy import Policy, load_policy
 from workbench.engine.ppo import Critic, load_critic
 from workbench.engine.records import Checkup, StepRecord, step_metrics
+from workbench.engine.threads import ThreadPolicy
 from workbench.events import (
     Evaluated,
     Event,
@@ -74,15 +75,18 @@ def open_run(
     *,
     sweep_id: str | None = None,
     grid: dict | None = None,
+    run_id: str | None = None,
 ) -> Run:
-    """A new run, or run `resume` restored from its checkpoint (steps stored after it are redone)."""
+    """A new run (named `run_id`, or a new id), or run `resume` restored from its checkpoint (steps stored after
+    it are redone)."""
     store = Store(workspace)
     if resume is not None:
         check_resumable(store, resume, config)
+    threads = ThreadPolicy(config.threads)  # what other processes use while the model loads decides the first
     learner = load_learner(config)
     if resume is None:
         distributed.broadcast_parameters(learner.policy.trainable_parameters())
-        run_id, step = distributed.broadcast(new_run_id(task.name)), 0
+        run_id, step = distributed.broadcast(run_id or new_run_id(task.name)), 0
         if distributed.is_main():
             store.create_run(
                 run_id, task.name, task.folder, config.model, config.to_dict(), task.rewards.text, sweep_id, grid
@@ -96,15 +100,17 @@ def open_run(
             store.truncate_run(run_id, step)
             store.set_status(run_id, "running")
             store.set_config(run_id, config.to_dict())  # a resumed run may run to another last step
-    return Run(store, config, task, scorer, learner, run_id, step)
+    return Run(store, config, task, scorer, learner, run_id, step, threads)
 
 
 class Run:
     """An open run: its id, the last step it completed, what it trains, and where its steps go."""
 
-    def __init__(self, store: Store, config: Config, task: Task, scorer: Scorer, learner: Learner, run_id: str, step):
+    def __init__(self, store, config, task: Task, scorer: Scorer, learner: Learner, run_id: str, step, threads):
         self.store, self.config, self.task, self.scorer, self.learner = store, config, task, scorer, learner
         self.run_id, self.step, self.first_step = run_id, step, step
+        self.threads: ThreadPolicy = threads
+        threads.decide()
         self.main = distributed.is_main()
         self.checkpoint = checkpoint_folder(store.workspace, run_id)
         self.rng = rng_state()  # at the start of step + 1: what a checkpoint keeps
@@ -116,7 +122,8 @@ class Run:
         self.opened = time.perf_counter()
 
     def start(self) -> Iterator[Event]:
-        yield RunStarted(self.run_id, self.task.name, self.config.model, self.config.to_dict(), self.step + 1)
+        started = (self.run_id, self.task.name, self.config.model, self.config.to_dict(), self.step + 1)
+        yield RunStarted(*started, threads=self.threads.choice.reason)
         if self.step == 0:
             yield from self.evaluate(0)  # the base model's held-out metrics: where the curves start
 
@@ -132,10 +139,12 @@ class Run:
             tokens = None if parts is None else [one for part in parts for one in part]
         finished = time.perf_counter()
         self.step, self.rng = record.step, rng_state()  # what the next step starts from
+        threads = self.threads.choice.threads
+        self.threads.decide()  # the next step's, from what other processes used during this one
         if not self.main:
             return
         step, source = record.step, self.scorer.source
-        metrics = step_metrics(record, self.config.group_size) | metrics | timings(record, finished)
+        metrics = step_metrics(record, self.config.group_size) | metrics | timings(record, finished, threads)
         rows = step_rows(
             self.run_id,
             step,
@@ -202,8 +211,10 @@ class Run:
         self.store.set_run_stats(self.run_id, peak_memory_mib(self.learner.policy.device), steps_per_second or None)
 
 
-def timings(record: StepRecord, finished: float) -> dict:
+def timings(record: StepRecord, finished: float, threads: int) -> dict:
+    """How long the step took, in all and per phase, and on how many threads."""
     return dict(
+        threads=threads,
         seconds=finished - record.started,
         seconds_sample=record.seconds_sample,
         seconds_score=record.seconds_score,
@@ -219,6 +230,7 @@ RESUMABLE_CHANGES = (
     "reward_time_limit",
     "reward_memory_mb",
     "device",
+    "threads",
     "log_token_stats",
     "eval_steps",
     "eval_max_prompts",

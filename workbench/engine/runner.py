@@ -1,12 +1,16 @@
-"""One run at a time in a background thread; the UI reads `Runner.snapshot` and never waits on training.
+"""One run at a time in a worker process (workbench.engine.workers); the UI reads `Runner.snapshot` and never
+waits on training.
 
-After a restart the runner has trained nothing yet: `Runner.shown()` then reads the newest run back from
-the store, so that the app opens on it rather than on an empty screen.
+The worker sends the run's events back over a pipe, and a thread of the app follows them into the snapshot.
+Stop and a swapped reward go the other way, as a multiprocessing Event and Queue, which train() reads as it
+reads a threading.Event and a queue.Queue.
+
+After a restart the runner has trained nothing yet: `Runner.shown()` then reads the newest run back from the
+store, so that the app opens on it rather than on an empty screen.
 """
 
 from __future__ import annotations
 
-import queue
 import statistics
 import threading
 import time
@@ -14,12 +18,14 @@ import traceback
 from dataclasses import dataclass, field
 
 from workbench.config import Config
+from workbench.engine import workers
 from workbench.engine.checkpoint import checkpoint_folder
 from workbench.engine.trainer import train
 from workbench.events import GroupsScored, HealthWarning, RunFailed, RunFinished, RunPaused, RunStarted, StepFinished
+from workbench.formatting import nullable
 from workbench.rewards.scoring import RewardSource
 from workbench.rewards.tasks import Task, TaskError, load_task
-from workbench.store.database import Store
+from workbench.store.database import Store, new_run_id
 from workbench.store.health import examine
 
 ACTIVE = ("starting", "running")  # a run in these states changes the live view: the app polls while it lasts
@@ -62,8 +68,8 @@ class Runner:
         self.workspace = workspace
         self.store = Store(workspace)
         self.snapshot = Snapshot()
-        self._stop = threading.Event()
-        self._new_rewards: queue.Queue = queue.Queue()
+        self._stop = workers.CONTEXT.Event()
+        self._new_rewards = workers.CONTEXT.Queue()
         self._thread: threading.Thread | None = None
         self.task: Task | None = None  # the last run's task, for resuming it
 
@@ -71,18 +77,45 @@ class Runner:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, config: Config, task: Task, resume: str | None = None) -> None:
+    def start(self, config: Config, task: Task, resume: str | None = None) -> str:
+        """Train a new run (or go on with run `resume`) in a worker process.  -> the run's id"""
         if self.busy:
             raise RuntimeError(
                 f"run {self.snapshot.run_id or ''} is still training, and one run trains at a time: "
                 "stop it first, or swap the edited reward into it"
             )
         self._stop.clear()
-        self._new_rewards = queue.Queue()
+        self._new_rewards = workers.CONTEXT.Queue()
         self.task = task
-        self.snapshot = Snapshot(status="starting", steps=config.steps, config=config.to_dict())
-        self._thread = threading.Thread(target=self._follow, args=(config, task, resume), daemon=True)
+        run_id = resume or new_run_id(task.name)
+        self.snapshot = Snapshot(run_id=run_id, status="starting", steps=config.steps, config=config.to_dict())
+        events, sender = workers.CONTEXT.Pipe(duplex=False)
+        arguments = (sender, config, task, self.workspace, resume, run_id, self._stop, self._new_rewards)
+        process = workers.CONTEXT.Process(target=train_in_worker, args=arguments, daemon=True)
+        process.start()
+        sender.close()  # the worker holds the sending end: when it ends, the following thread reads the end
+        self._thread = threading.Thread(target=self._follow, args=(events, process, resume), daemon=True)
         self._thread.start()
+        return run_id
+
+    def status(self, run_id: str) -> dict:
+        """A run's status as scripts read it (the store's column names, JSON-safe): run_id, status, step, steps,
+        reward_mean (its latest step's), error; the runner's own run as it goes, any other as the store has it."""
+        snapshot = self.snapshot
+        if run_id != snapshot.run_id:
+            runs = [run for run in run_summaries(self.store) if run["run_id"] == run_id]
+            if not runs:
+                raise TaskError(f"no run {run_id!r} in workspace {self.workspace}")
+            return runs[0]
+        reward = snapshot.history[-1].get("reward_mean") if snapshot.history else None
+        return dict(
+            run_id=run_id,
+            status=snapshot.status,
+            step=snapshot.step,
+            steps=snapshot.steps,
+            reward_mean=nullable(reward),
+            error=snapshot.error or None,
+        )
 
     def shown(self) -> Snapshot:
         """What the app shows of training: this process's run; before it trains one (after a restart), the
@@ -113,33 +146,54 @@ class Runner:
         """Score the running run with another reward source from its next step on."""
         self._new_rewards.put(source)
 
-    def _follow(self, config: Config, task: Task, resume: str | None) -> None:
+    def _follow(self, events, process, resume: str | None) -> None:
+        """The worker's events into the snapshot, until it ends; a worker that ends without saying how (killed,
+        out of memory) leaves the run failed, with its exit code."""
         snapshot = self.snapshot
-        events = train(config, task, self.workspace, resume=resume, stop=self._stop, new_rewards=self._new_rewards)
-        try:
-            for event in events:
-                if isinstance(event, RunStarted):
-                    snapshot.run_id, snapshot.status = event.run_id, "running"
-                    snapshot.step = event.start_step - 1
-                    if resume:  # the curves start from the stored steps
-                        snapshot.history = self.store.steps(resume).to_dict(orient="records")
-                elif isinstance(event, GroupsScored):
-                    snapshot.last_groups, snapshot.scored_at = event, time.time()
-                elif isinstance(event, StepFinished):
-                    snapshot.step = event.step
-                    snapshot.history.append({"step": event.step, **event.metrics})
-                elif isinstance(event, HealthWarning):
-                    snapshot.health.append(event.finding)
-                elif isinstance(event, RunFinished):
-                    snapshot.status = event.status
-                elif isinstance(event, RunPaused):
-                    snapshot.status, snapshot.error = "paused", event.failure.explain()
-                elif isinstance(event, RunFailed):
-                    snapshot.status, snapshot.error = "failed", event.error
-                    print(event.traceback, flush=True)  # the server log keeps the traceback
-        except Exception as error:  # a bad model or reward source fails before the first step
-            snapshot.status, snapshot.error = "failed", f"{type(error).__name__}: {error}"
-            traceback.print_exc()
+        while True:
+            try:
+                event = events.recv()
+            except EOFError:
+                break
+            self._apply(snapshot, event, resume)
+        process.join()
+        if snapshot.active:
+            snapshot.status = "failed"
+            snapshot.error = snapshot.error or f"the run's process ended with exit code {process.exitcode}"
+
+    def _apply(self, snapshot: Snapshot, event, resume: str | None) -> None:
+        if isinstance(event, RunStarted):
+            snapshot.run_id, snapshot.status = event.run_id, "running"
+            snapshot.step = event.start_step - 1
+            if resume:  # the curves start from the stored steps
+                snapshot.history = self.store.steps(resume).to_dict(orient="records")
+        elif isinstance(event, GroupsScored):
+            snapshot.last_groups, snapshot.scored_at = event, time.time()
+        elif isinstance(event, StepFinished):
+            snapshot.step = event.step
+            snapshot.history.append({"step": event.step, **event.metrics})
+        elif isinstance(event, HealthWarning):
+            snapshot.health.append(event.finding)
+        elif isinstance(event, RunFinished):
+            snapshot.status = event.status
+        elif isinstance(event, RunPaused):
+            snapshot.status, snapshot.error = "paused", event.failure.explain()
+        elif isinstance(event, RunFailed):
+            snapshot.status, snapshot.error = "failed", event.error
+            print(event.traceback, flush=True)  # the server log keeps the traceback
+
+
+def train_in_worker(events, config: Config, task: Task, workspace: str, resume, run_id, stop, new_rewards) -> None:
+    """A worker's life: train, sending each event to the app; a bad model or reward source fails before the
+    first step, and is sent as a failure."""
+    workers.die_with_parent()
+    try:
+        for event in train(config, task, workspace, resume=resume, stop=stop, new_rewards=new_rewards, run_id=run_id):
+            events.send(event)
+    except Exception as error:
+        events.send(RunFailed(run_id, 0, f"{type(error).__name__}: {error}", traceback.format_exc()))
+    finally:
+        events.close()
 
 
 def stored_snapshot(store: Store, run_id: str) -> Snapshot:
@@ -159,6 +213,26 @@ def stored_snapshot(store: Store, run_id: str) -> Snapshot:
         error=run["error"] or "",
         health=examine(store, run_id),
     )
+
+
+def run_summaries(store: Store) -> list[dict]:
+    """Every run of the store, newest first, as scripts read them (JSON-safe): run_id, created_at (ISO 8601),
+    task, model, status, step (the last stored), steps, reward_mean (its last step's), error."""
+    runs = store.runs()
+    return [
+        dict(
+            run_id=row.run_id,
+            created_at=row.created_at.isoformat(),
+            task=row.task,
+            model=row.model,
+            status=row.status,
+            step=int(nullable(row.last_step) or 0),
+            steps=int(row.steps),
+            reward_mean=nullable(row.reward_mean),
+            error=row.error or None,
+        )
+        for row in runs.itertuples()
+    ]
 
 
 def latest_resumable(store: Store) -> str | None:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from workbench.commands import train_arguments
 from workbench.config import Config, ConfigError
+from workbench.engine.threads import RUNS_AT_ONCE
 from workbench.store.database import Store, new_run_id
 
 KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a word"}  # the fields a grid sweeps
@@ -155,9 +156,7 @@ def run_sweep(
     logs.mkdir(parents=True, exist_ok=True)
     store = Store(workspace)  # made (or migrated) once, before the runs' processes open it
     print(f"sweep {sweep_id}: {len(runs)} runs, {parallel} at once; their output in {logs}", flush=True)
-    # Runs side by side share the cores: give each its share of torch's threads, not all of them each.
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // parallel))
-    env = os.environ | {"OMP_NUM_THREADS": threads}
+    env = os.environ | {RUNS_AT_ONCE: str(parallel)}  # runs side by side share the cores (engine.threads)
     failed = []
     with ThreadPoolExecutor(parallel) as pool:
         started = {

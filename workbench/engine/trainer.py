@@ -36,6 +36,7 @@ def train(
     new_rewards: queue.Queue | None = None,
     sweep_id: str | None = None,
     grid: dict | None = None,
+    run_id: str | None = None,
 ) -> Iterator[Event]:
     """Train, yielding events; `resume` continues a run by id; `stop.is_set()` ends it after a step.
 
@@ -43,8 +44,8 @@ def train(
     `config.checkpoint_every` steps and whenever the run ends, however it ends. A reward source
     put on `new_rewards` scores from the next step on. Reward code that fails pauses the run
     (`RunPaused`): the failed step is not stored, and resuming redoes it. A run of a sweep is
-    stored with its `sweep_id` and `grid` values (workbench.engine.sweep). Under torchrun, only rank 0 yields
-    the steps' events.
+    stored with its `sweep_id` and `grid` values (workbench.engine.sweep). A new run is stored as `run_id` when
+    given (the app names a run as it starts it). Under torchrun, only rank 0 yields the steps' events.
     """
     distributed.setup()
     distributed.check(config)
@@ -52,7 +53,7 @@ def train(
     check_held_out(task, config)
     with Scorer(task.rewards, task.columns, config) as scorer:
         scorer.probe(task.rows)  # reward code is checked before any model loads
-        with open_run(config, task, scorer, workspace, resume, sweep_id=sweep_id, grid=grid) as run:
+        with open_run(config, task, scorer, workspace, resume, sweep_id=sweep_id, grid=grid, run_id=run_id) as run:
             yield from run.start()
             policy, critic = run.learner.policy, run.learner.critic
             for batch in scored_batches(policy, scorer, task, config, run.step, stop, new_rewards):

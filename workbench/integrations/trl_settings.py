@@ -84,6 +84,7 @@ NOT_MAPPED = {
     "eval_num_generations": "the workbench's held-out evaluation",
     "eval_success_reward": "the workbench's held-out evaluation",
     "device": "accelerate uses the GPUs it finds (launch.sh), the CPU where there are none",
+    "threads": "torch's threads on a CPU: TRL leaves torch's default, one per core (OMP_NUM_THREADS sets it)",
     "log_token_stats": "the workbench's token view: TRL logs no per-token numbers",
 }
 

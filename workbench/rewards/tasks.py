@@ -92,6 +92,21 @@ def sample_task_names() -> list[str]:
     return sorted(p.name for p in SAMPLE_TASKS.iterdir() if (p / "reward.py").exists())
 
 
+def workspace_task(workspace: str | Path, name: str) -> Task:
+    """A task a user of the app may name: a sample task, or one of the workspace's uploads by its folder's name
+    (`<workspace>/uploads/<name>`), never another path on the machine."""
+    uploads = Path(workspace) / "uploads"
+    if name in sample_task_names():
+        return load_task(name)
+    if "/" not in name and "\\" not in name and name not in ("", ".", "..") and (uploads / name).is_dir():
+        return load_task(uploads / name)
+    kept = sorted(p.name for p in uploads.iterdir()) if uploads.is_dir() else []
+    raise TaskError(
+        f"no task {name!r}: name a sample task ({', '.join(sample_task_names())})"
+        + (f" or an upload ({', '.join(kept)})" if kept else "")
+    )
+
+
 def load_task(name_or_path: str | Path) -> Task:
     """A sample task by name (`arithmetic`) or a task folder by path."""
     folder = Path(name_or_path).expanduser()

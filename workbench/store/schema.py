@@ -14,7 +14,7 @@ class StoreError(RuntimeError):
     """The store cannot be opened or queried as asked; the message says why."""
 
 
-SCHEMA_VERSION = 6  # the version of SCHEMA; MIGRATIONS bring an older store to it
+SCHEMA_VERSION = 7  # the version of SCHEMA; MIGRATIONS bring an older store to it
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs (
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS steps (
     completion_tokens_mean DOUBLE, truncated_frac DOUBLE, seconds DOUBLE, seconds_sample DOUBLE,
     seconds_score DOUBLE, seconds_update DOUBLE, reward_function_means JSON, created_at TIMESTAMP,
     learning_rate DOUBLE, unscored_frac DOUBLE, sampling_logp_diff_mean DOUBLE, sampling_logp_diff_max DOUBLE,
-    entropy DOUBLE, sampling_rounds INTEGER, value_loss DOUBLE, explained_variance DOUBLE,
+    entropy DOUBLE, sampling_rounds INTEGER, value_loss DOUBLE, explained_variance DOUBLE, threads INTEGER,
     PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS rollouts (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, prompt VARCHAR,
@@ -87,6 +87,9 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE IF NOT EXISTS tokens (
         run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, tokens VARCHAR[], logprob FLOAT[],
         ref_logprob FLOAT[], ratio FLOAT[], clipped BOOLEAN[], kl FLOAT[], entropy FLOAT[]);
+    """,
+    6: """
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS threads INTEGER;
     """,
 }
 

@@ -16,6 +16,7 @@ import gradio as gr
 
 from workbench.commands import command_line, python_code
 from workbench.config import ConfigError
+from workbench.engine import workers
 from workbench.engine.dryrun import dry_run
 from workbench.engine.policy import ModelLoadError
 from workbench.engine.runner import Runner, latest_resumable
@@ -23,7 +24,7 @@ from workbench.engine.sweep import grid_from_text, parse_seeds, start_sweep
 from workbench.rewards.scoring import RewardError, RewardSource, validate_rewards
 from workbench.rewards.tasks import Task, TaskError, save_reward
 from workbench.store.database import Store
-from workbench.ui import config_form, explore_tab, runs_tab, task_tab, train_tab
+from workbench.ui import api, config_form, explore_tab, runs_tab, task_tab, train_tab
 from workbench.ui.dry_run_view import dry_run_html
 from workbench.ui.task_tab import REWARD_FILE
 from workbench.ui.task_view import reward_error
@@ -33,6 +34,7 @@ KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()  # pass as l
 
 def build_app(workspace: str) -> gr.Blocks:
     store, runner = Store(workspace), Runner(workspace)
+    workers.warm_up()  # runs and dry-runs fork from a server that loads the engine now, not at the first Start
     with gr.Blocks(title="GRPO Workbench") as app:
         gr.Markdown("# GRPO Workbench")
         with gr.Tab("Task & reward"):
@@ -46,7 +48,7 @@ def build_app(workspace: str) -> gr.Blocks:
 
         def dry_run_reward(text, task: Task, *form):
             try:
-                report = dry_run(config_form.to_config(form), task, RewardSource(text, REWARD_FILE))
+                report = workers.call(dry_run, config_form.to_config(form), task, RewardSource(text, REWARD_FILE))
             except RewardError as error:
                 return reward_error(error), ""
             except (ConfigError, ModelLoadError) as error:
@@ -133,4 +135,5 @@ def build_app(workspace: str) -> gr.Blocks:
             runs.open, runs.open_inputs, runs.opened_outputs, api_visibility="private"
         )
         runs_page.select(runs.list_sweeps, runs.sweep_opened, runs.sweep_opened, api_visibility="private")
+        api.build(runner)
     return app

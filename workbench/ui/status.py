@@ -16,6 +16,8 @@ def status(snapshot) -> str:
         line += f" · run `{snapshot.run_id}` · step {snapshot.step}/{snapshot.steps}"
     if snapshot.history:
         line += f" · {snapshot.seconds_per_step:.2f} s/step"
+        threads = nullable(snapshot.history[-1].get("threads"))  # the step's torch threads (engine.threads)
+        line += f" on {threads:.0f} thread{'s' * (threads > 1)}" if threads else ""
         if snapshot.status == "running":
             line += f" · ETA {duration(snapshot.eta)}"
         reward = nullable(snapshot.history[-1]["reward_mean"])  # None when no completion was scored
