@@ -4,7 +4,10 @@
    reward worker (`Scorer.score`: pickling both ways, the call, output capture, the result check)
    against calling the same function in this process with the same arguments. Goal: the worker adds
    under 20 ms per step.
-2. A dry-run of 8 prompts x 8 completions on the tiny model: with the model already loaded (what the
+2. What the reward sandbox costs (`workbench.rewards.sandbox`): starting a worker and loading the task's
+   reward, and scoring that step, in the sandbox (bubblewrap and a cgroup, where they work) and in a plain
+   process as before it.
+3. A dry-run of 8 prompts x 8 completions on the tiny model: with the model already loaded (what the
    app does between edits) and from nothing (what `python -m workbench dry-run` does).
 
     python bench/rewards.py [--repeats 500] [--rounds 5]
@@ -15,11 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 from workbench.config import Config
 from workbench.engine.dryrun import dry_run
 from workbench.engine.policy import load_policy
+from workbench.rewards import sandbox
 from workbench.rewards.scoring import Scorer, completions_for_trl
 from workbench.rewards.tasks import load_task
 
@@ -71,6 +76,39 @@ def scoring_overhead(repeats: int, rounds: int) -> None:
     print(f"  isolation overhead per step: {(ours - theirs) * 1e3:.2f} ms (median of {rounds} rounds x {repeats})")
 
 
+@contextmanager
+def confined(sandboxed: bool):
+    """Workers started in this block are sandboxed as this machine allows, or plain processes as before."""
+    bubblewrap, cgroup_support = sandbox.bubblewrap, sandbox.cgroup_support
+    if not sandboxed:
+        sandbox.bubblewrap = lambda: (None, "off for the comparison")
+        sandbox.cgroup_support = lambda: (None, "off for the comparison")
+    try:
+        yield
+    finally:
+        sandbox.bubblewrap, sandbox.cgroup_support = bubblewrap, cgroup_support
+
+
+def sandbox_cost(repeats: int, rounds: int) -> None:
+    task = load_task("arithmetic")
+    batch = step_batch(task)
+    starts, scores = {True: [], False: []}, {True: [], False: []}
+    for _ in range(rounds):  # interleaved, so that both sides see the same machine
+        for sandboxed in (True, False):
+            with confined(sandboxed):
+                for _ in range(max(1, repeats // 50)):
+                    started = time.perf_counter()
+                    Scorer(task.rewards, task.columns).close()
+                    starts[sandboxed].append(time.perf_counter() - started)
+                with Scorer(task.rewards, task.columns) as scorer:
+                    scores[sandboxed].extend(isolated(scorer, *batch) for _ in range(repeats // 5))
+    print(sandbox.sandbox_status())
+    for sandboxed, name in ((True, "sandboxed"), (False, "plain process")):
+        start, score = statistics.median(starts[sandboxed]), statistics.median(scores[sandboxed])
+        print(f"  {name:>13}: start a worker and load the reward {start * 1e3:.0f} ms, score 64 completions "
+              f"{score * 1e3:.2f} ms (medians)")  # fmt: skip
+
+
 def dry_run_time(rounds: int) -> None:
     config, task = Config(group_size=8), load_task("arithmetic")
     cold, warm = [], []
@@ -94,4 +132,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     scoring_overhead(args.repeats, args.rounds)
+    sandbox_cost(args.repeats, args.rounds)
     dry_run_time(args.rounds)

@@ -1,6 +1,6 @@
 """Seconds per GRPO step and peak memory: this engine against TRL's GRPOTrainer on the same work.
 
-    python bench/step_time.py [--steps 30] [--rounds 3] [--models tiny small smollm2]
+    python bench/step_time.py [--steps 30] [--rounds 3] [--models tiny small smollm2] [--busy 1] [--no-trl]
 
 Work per step: 8 prompts x 8 completions, beta 0.04, one update per batch, LoRA on q/k/v/o.
 Models:
@@ -15,6 +15,9 @@ sides run in alternating order, --rounds times: a shared 2-core machine drifts b
 between minutes, and interleaving makes each round's ratio compare like with like. Prints, per
 side, the median over rounds of each round's median step (after warm-up steps), the median of the
 rounds' TRL / workbench ratios with every round's ratio, and the workbench's sampling_logp_diff.
+`--busy N` holds N cores with busy processes (a browser, a video call, another student's run) for the whole
+measurement: each side then decides its threads as it would on that machine. `--no-trl` measures the workbench
+alone (TRL's bf16 default is emulated, and so very slow, on a CPU without native bf16).
 """
 
 from __future__ import annotations
@@ -163,6 +166,11 @@ def run_side(side: str, name: str, model: str, steps: int) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def hold_cores(n: int) -> list[subprocess.Popen]:
+    """N processes that keep a core each busy until terminated."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def trl_installed() -> bool:
     try:
         import trl  # noqa: F401
@@ -178,6 +186,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides, tiny and small")
     parser.add_argument("--real-rounds", type=int, default=1, help="rounds of smollm2 (~6 min each here)")
     parser.add_argument("--models", nargs="+", default=list(WORK), choices=list(WORK))
+    parser.add_argument("--busy", type=int, default=0, help="cores held by busy processes while measuring")
+    parser.add_argument("--no-trl", action="store_true", help="the workbench alone")
     parser.add_argument("--side", choices=["workbench", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,7 +204,17 @@ def main() -> None:
         "small": lambda: small_model(cache_root() / "bench-small-25m"),
         "smollm2": lambda: resolve_model(SMOLLM2),
     }
-    sides = ["workbench", "trl"] if trl_installed() else ["workbench"]
+    sides = ["workbench", "trl"] if trl_installed() and not args.no_trl else ["workbench"]
+    busy = hold_cores(args.busy)
+    try:
+        compare(args, sides, paths)
+    finally:
+        for process in busy:
+            process.terminate()
+
+
+def compare(args: argparse.Namespace, sides: list[str], paths: dict) -> None:
+    print(f"{args.busy} cores held by busy processes")
     print("| model | side | s/step | sample s | update s | completion tokens | peak RSS MiB | sampling logp diff |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:

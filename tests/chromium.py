@@ -1,7 +1,79 @@
-"""Driving the app in Debian's chromium (playwright; never `playwright install`): used by the browser
-test and by bench/app.py."""
+"""Driving the app in a headless Chromium through playwright: used by the browser tests and by bench/app.py.
 
-CHROMIUM = "/usr/bin/chromium"
+Which Chromium: `find_chromium` looks in this order, and the first one found is `CHROMIUM`:
+1. $WORKBENCH_CHROMIUM, when set (and only it: a path that is not there is a skip, not a fall-back);
+2. Debian's chromium, /usr/bin/chromium (`apt-get install chromium`; what CI uses);
+3. Chromium or Google Chrome on PATH (chromium, chromium-browser, google-chrome, google-chrome-stable, chrome);
+4. Google Chrome or Chromium in /Applications or ~/Applications (macOS);
+5. playwright's own, after `playwright install chromium`.
+With none, `MISSING` says why, and conftest.py skips every browser test with that one reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+ENV = "WORKBENCH_CHROMIUM"
+DEBIAN = "/usr/bin/chromium"
+ON_PATH = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+MAC_APPS = ("Google Chrome.app/Contents/MacOS/Google Chrome", "Chromium.app/Contents/MacOS/Chromium")
+MAC_ROOTS = ("/Applications", "~/Applications")
+HOW_TO_GET_ONE = (
+    "install one (Debian/Ubuntu: apt-get install chromium; elsewhere: playwright install chromium) "
+    f"or set {ENV}=/path/to/chrome"
+)
+
+
+def find_chromium(
+    environ=os.environ, debian: str = DEBIAN, mac_roots=MAC_ROOTS, playwright: bool = True
+) -> tuple[str | None, str]:
+    """(the browser's path, where it was found), or (None, why there is none and how to get one)."""
+    chosen = environ.get(ENV)
+    if chosen:
+        if _runnable(chosen):
+            return chosen, f"${ENV}"
+        return None, f"${ENV} is {chosen}, which is not an executable file: point it to a Chromium or Chrome binary"
+    if _runnable(debian):
+        return debian, "Debian's chromium"
+    for name in ON_PATH:
+        found = shutil.which(name, path=environ.get("PATH", ""))
+        if found:
+            return found, f"{name} on PATH"
+    for root in mac_roots:
+        for app in MAC_APPS:
+            path = Path(root).expanduser() / app
+            if _runnable(str(path)):
+                return str(path), str(Path(root) / app.split("/")[0])
+    own = _playwrights_own() if playwright else None
+    if own:
+        return own, "playwright's own (playwright install chromium)"
+    looked = [debian, f"PATH ({', '.join(ON_PATH)})", *(str(Path(r) / "<Chrome|Chromium>.app") for r in mac_roots)]
+    return None, f"no Chromium found (looked at {', '.join(looked)}, playwright's own): {HOW_TO_GET_ONE}"
+
+
+def _runnable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _playwrights_own() -> str | None:
+    """The Chromium `playwright install chromium` downloads, when it has been."""
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            path = playwright.chromium.executable_path
+    except Exception:  # no playwright package, or its driver cannot start: no browser from it either
+        return None
+    return path if _runnable(path) else None
+
+
+FOUND, WHERE = find_chromium()
+MISSING = None if FOUND else WHERE  # why the browser tests skip, or None
+# A path either way: where none was found, the one that was asked for (or Debian's), so that a test's own
+# `skipif(not shutil.which(CHROMIUM))` is true as well.
+CHROMIUM = FOUND or os.environ.get(ENV) or DEBIAN
 FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -48,9 +48,31 @@ def app_url(tmp_path):
         yield url
 
 
+def pytest_collection_modifyitems(config, items):
+    """Where no Chromium is found, every browser test (marked `browser`, or using the fixture) skips with the one
+    reason chromium.py gives, said once more at the end of the run."""
+    needing = [
+        item for item in items if item.get_closest_marker("browser") or "browser" in getattr(item, "fixturenames", ())
+    ]
+    if not needing:
+        return  # chromium.py is not even imported: finding a browser can start playwright
+    from chromium import MISSING
+
+    if MISSING:
+        config.browser_missing = (len(needing), MISSING)
+        for item in needing:  # in front of the tests' own skipif, so that this reason is the one reported
+            item.add_marker(pytest.mark.skipif(True, reason=MISSING), append=False)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if hasattr(config, "browser_missing"):
+        count, reason = config.browser_missing
+        terminalreporter.write_line(f"{count} browser tests skipped: {reason}", yellow=True)
+
+
 @pytest.fixture
 def browser():
-    """Debian's chromium, headless, through playwright."""
+    """A headless Chromium (the one chromium.py found), through playwright."""
     from chromium import CHROMIUM, FLAGS
     from playwright.sync_api import sync_playwright
 

@@ -54,7 +54,7 @@ def test_start_a_run_and_query_it(app_url):
 
     runs, _, _ = client.predict(api_name="/list_runs")
     run_id = runs["data"][0][0]
-    assert runs["data"][0][4:7] == ["finished", 3, 3] and "group_size=4" in runs["data"][0][-1]
+    assert runs["data"][0][5:7] == ["finished", "3/3"] and "group_size=4" in runs["data"][0][-1]
     summary, _, last_step, group_id, group = client.predict(run_id, api_name="/open_run")
     assert f"**{run_id}** · finished" in summary and (last_step, group_id) == (3, 0)
     assert "data-step='3'" in group and "group mean reward" in group
@@ -104,7 +104,13 @@ def test_scripts_train_follow_and_list_runs_through_the_api(app_url):
         assert status["status"] in ("starting", "running", "finished"), status
         time.sleep(0.5)
     assert status == dict(
-        run_id=run_id, status="finished", step=2, steps=2, reward_mean=status["reward_mean"], error=None
+        run_id=run_id,
+        status="finished",
+        step=2,
+        steps=2,
+        reward_mean=status["reward_mean"],
+        error=None,
+        queue_place=None,
     )
     (listed,) = [run for run in client.predict(api_name="/runs") if run["run_id"] == run_id]
     assert listed["task"] == "arithmetic" and listed["step"] == 2 and listed["created_at"][:2] == "20"

@@ -22,7 +22,14 @@ LAYERS = [
     ("workbench.integrations",),
     ("workbench.engine",),
     ("workbench.rewards", "workbench.store"),
-    ("workbench.config", "workbench.events", "workbench.commands", "workbench.variants", "workbench.formatting"),
+    (
+        "workbench.config",
+        "workbench.events",
+        "workbench.commands",
+        "workbench.variants",
+        "workbench.formatting",
+        "workbench.accounts",
+    ),
 ]
 UI = ("gradio", "plotly", "workbench.ui", "workbench.plots")
 

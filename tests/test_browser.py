@@ -142,6 +142,7 @@ def test_the_whole_flow_from_upload_to_query_runs_and_reload(page, tmp_path):
     assert "sums" in page.inner_text("#runs-table") and "stopped" in page.inner_text("#runs-table")
     choose(page, "runs-open")
     page.wait_for_selector("#run-plot .js-plotly-plot")
+    page.get_by_role("tab", name="Groups", exact=True).click()  # the Runs tab's view of the opened run's groups
     wait_text(page, "#run-group", "group mean reward")
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
 

@@ -1,8 +1,9 @@
 """Reading a run's groups in the app, in Debian's chromium, on a workspace with a finished run: the step view
 (a row per group, sortable by reward spread; a click opens the group), one prompt before and after, and the
 reward buckets (of every step, of a step range, a bad range refused) and one completion token by token
-(log-probs, ratio, KL, entropy, push) in the Runs tab; the live step view and token view in the Train
-tab; the buckets of a dry-run. Every number on the page is checked against the store.
+(log-probs, ratio, KL, entropy, push; opened by a click on its card in the group) in the Runs tab's views;
+the live step view and token view in the Train tab; the buckets of a dry-run. Every number on the page is
+checked against the store.
 
 Screenshots go to $WORKBENCH_SCREENSHOTS (default: the test's temporary folder).
 """
@@ -68,6 +69,7 @@ def test_the_step_view_before_after_and_buckets_show_the_stores_numbers(browser,
         wait_text(page, "#run-summary", run_id)
 
         # the step view: the latest step's groups, each completion's reward and advantage as stored
+        view(page, "Groups")
         page.wait_for_selector("#step-groups .step-groups[data-step='3']")
         assert shown_rows(page, "step-groups") == expected_rows(step_groups(store, run_id, 3))
         page.locator("#step-groups-sort").get_by_text("reward spread (max - min)").click()
@@ -85,13 +87,19 @@ def test_the_step_view_before_after_and_buckets_show_the_stores_numbers(browser,
         assert shown_rows(page, "step-groups") == expected_rows(step_groups(store, run_id, 1, sort_by="spread"))
         page.locator("#step-groups").screenshot(path=str(shots / "step-groups.png"))
 
-        # the token view: the shown group's third completion, token by token, as stored
-        fill_stable(page, "#token-completion input", "2")
+        # the token view: a click on the shown group's third completion opens it, token by token, as stored
+        page.wait_for_selector(f"#run-group #live-step[data-step='1'][data-group='{clicked}']")
+        page.locator("#run-group #live-step div[style*='grid-template-columns'] > div").nth(2).click()
         page.wait_for_selector(f"#token-view .token-view[data-step='1'][data-group='{clicked}'][data-completion='2']")
         assert_tokens_shown(page, "token-view", store.token_view(run_id, 1, clicked, 2))
+        assert page.input_value("#token-completion input") == "2"
         page.locator("#token-view").screenshot(path=str(shots / "token-view.png"))
+        fill_stable(page, "#token-completion input", "3")  # the next one, by its number
+        page.wait_for_selector(f"#token-view .token-view[data-step='1'][data-group='{clicked}'][data-completion='3']")
+        assert_tokens_shown(page, "token-view", store.token_view(run_id, 1, clicked, 3))
 
         # before and after: the first recurring prompt at its first and latest step
+        view(page, "Before / after")
         first = recurring_prompts(store, run_id).iloc[0]
         pair = before_after(store, run_id, first.prompt)
         page.wait_for_selector(f"#before-after .before-after[data-before='{pair.first_step}']")
@@ -106,6 +114,7 @@ def test_the_step_view_before_after_and_buckets_show_the_stores_numbers(browser,
         page.locator("#before-after").screenshot(path=str(shots / "before-after.png"))
 
         # the reward buckets: every step, then steps 2-3, then a range that runs backwards
+        view(page, "Reward buckets")
         page.wait_for_selector("#reward-buckets .reward-buckets[data-completions='48']")
         assert shown_buckets(page) == expected_buckets(reward_buckets(store, run_id))
         fill_stable(page, "#bucket-steps textarea", "2-3")
@@ -143,6 +152,11 @@ def test_the_step_view_before_after_and_buckets_show_the_stores_numbers(browser,
         values = json.loads(page.locator("#dry-run-result tr.bucket").first.get_attribute("data-values"))
         assert sum(counts) == int(page.locator("#dry-run-result .reward-buckets").get_attribute("data-completions"))
         assert len(values) == 1  # arithmetic, the first task: one reward function
+
+
+def view(page, name: str) -> None:
+    """Open one of the Runs tab's views."""
+    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def _folder(path: Path) -> Path:

@@ -29,6 +29,29 @@ from workbench.engine import grpo
         ({"max_new_tokens": 2.5}, ["max_new_tokens", "integer"]),
         ({"model": " "}, ["model"]),
         ({"group_sise": 4}, ["unknown config field", "group_sise"]),
+        ({"importance_sampling_level": "group"}, ["importance_sampling_level", "token", "sequence"]),
+        ({"kl_estimator": "k4"}, ["kl_estimator", "k1", "k2", "k3"]),
+        ({"multi_objective_aggregation": "sum"}, ["multi_objective_aggregation", "normalize_then_sum"]),
+        (
+            {"importance_sampling_level": "sequence", "advantage_estimator": "ppo", "scale_rewards": "batch"},
+            ["importance_sampling_level 'sequence'", "advantage_estimator 'ppo'", "one per token"],
+        ),
+        (
+            {"multi_objective_aggregation": "normalize_then_sum"},
+            ["multi_objective_aggregation 'normalize_then_sum'", "scale_rewards 'batch'", "got 'grpo', 'group'"],
+        ),
+        (
+            {
+                "multi_objective_aggregation": "normalize_then_sum",
+                "scale_rewards": "batch",
+                "advantage_estimator": "rloo",
+            },
+            ["normalize_then_sum", "advantage_estimator 'grpo'", "got 'rloo'"],
+        ),
+        (
+            {"multi_objective_aggregation": "normalize_then_sum", "scale_rewards": "batch", "use_kl_in_reward": True},
+            ["use_kl_in_reward", "normalize_then_sum", "one or the other"],
+        ),
     ],
 )
 def test_invalid_values_name_the_field(values, words):
@@ -131,10 +154,33 @@ def test_every_variant_the_config_offers_has_its_own_formula():
         "bnpo": 10 / 4,  # the batch's token mean (a batch is one optimizer step here: the same as dapo)
         "dapo": 10 / 4,
         "dr_grpo": 10 / (2 * 3),  # a constant: completions x max_new_tokens
+        "cispo": 10 / 4,  # dapo's aggregation of CISPO's per-token loss
     }
     assert set(aggregated) == set(variants.LOSS_TYPES)
     for loss_type, expected in aggregated.items():
         assert grpo.aggregate(per_token, mask, loss_type, 2, 4, max_new_tokens=3).item() == pytest.approx(expected)
+
+    # the ratio of a completion whose tokens' ratios are 4 and 1: per token, or exp(mean log ratio) = 2 (GSPO)
+    log_probs, old, one = torch.log(torch.tensor([[4.0, 1.0]])), torch.zeros(1, 2), torch.ones(1, 2)
+    ratios = {"token": [4.0, 1.0], "sequence": [2.0]}
+    assert set(ratios) == set(variants.IMPORTANCE_SAMPLING_LEVELS)
+    for level, expected in ratios.items():
+        assert grpo.importance_ratio(log_probs, old, one, level)[0].tolist() == pytest.approx(expected)
+
+    # reward functions (1, 0) and (0, 1) over a group of two: summed, 1 and 1 (no signal); normalised within the
+    # group first (GDPO), each +-0.5 / (std sqrt(1/2) + 1e-4), which cancel: 0 and 0 too; weights 2 and 1 break it
+    values = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    s = 0.5**0.5 + 1e-4
+    decoupled = grpo.decoupled_rewards(values, torch.tensor([2.0, 1.0]), 2)
+    assert decoupled.tolist() == pytest.approx([(2 * 0.5 - 0.5) / s, (-2 * 0.5 + 0.5) / s])
+    assert set(variants.AGGREGATIONS) == {"sum_then_normalize", "normalize_then_sum"}
+
+    # the KL estimators at pi_theta / pi_ref = e (d = -1): k1 = 1, k2 = 1/2, k3 = exp(-1) + 1 - 1
+    log_probs, ref = torch.tensor([[0.0]]), torch.tensor([[-1.0]])
+    estimates = {"k1": 1.0, "k2": 0.5, "k3": math.exp(-1)}
+    assert set(estimates) == set(variants.KL_ESTIMATORS)
+    for estimator, expected in estimates.items():
+        assert grpo.KL[estimator](log_probs, ref).item() == pytest.approx(expected)
 
 
 def test_round_trip_through_json():

@@ -34,13 +34,15 @@ P, G = 4, 4
 SETTINGS = ["--task", "arithmetic", "--prompts-per-step", str(P), "--group-size", str(G), "--precision", "fp32"]
 
 
-def workbench_train(workspace: Path, *arguments: str, processes: int = 1) -> subprocess.CompletedProcess:
+def workbench_train(
+    workspace: Path, *arguments: str, processes: int = 1, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python -m workbench train`, or under `torchrun --standalone --nproc-per-node N` (a free port)."""
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
     command = [*launcher, "-m", "workbench", "train", *arguments, "--workspace", str(workspace)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
 
 
 def only_run(workspace: Path) -> dict:
@@ -106,7 +108,9 @@ def test_a_process_that_dies_stops_the_run_and_it_resumes(tmp_path):
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     arguments = [*SETTINGS, "--steps", "3", "--checkpoint-every", "1"]
-    result = workbench_train(tmp_path, *arguments, "--reward", str(killer), processes=2)
+    # bwrap off the PATH: in the sandbox a reward cannot reach its rank's process, which is what the killer does
+    unsandboxed = {**os.environ, "PATH": os.path.dirname(sys.executable)}
+    result = workbench_train(tmp_path, *arguments, "--reward", str(killer), processes=2, env=unsandboxed)
     assert result.returncode != 0 and "failed at step 2" in result.stderr, result.stderr[-3000:]
     run = only_run(tmp_path)
     assert run["status"] == "failed"

@@ -2,15 +2,19 @@
 
 What it proves: a config's values land in grpo.yaml field by field, and TRL's own parser reads the file
 (every key a field it knows); the TRL defaults PARITY.md quotes are the installed TRL's; every config
-field is mapped or listed as not mapped; bad inputs are refused, naming the run or the folder; and end
-to end, a tiny-model run exported and trained by TRL for 2 steps on CPU samples rewards like the
-workbench's first step, on the same prompts.
+field is mapped or listed as not mapped; bad inputs are refused, naming the run or the folder; the project
+holds every file PARITY.md names and pins every requirement; and end to end, a tiny-model run exported,
+away to another folder (the model travels in it) and trained by TRL for 2 steps on CPU samples rewards
+like the workbench's first step, on the same prompts.
 """
 
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +28,19 @@ from conftest import serve_app
 
 from workbench import Config, Store, load_task, train
 from workbench.engine.tiny import tiny_model_path
-from workbench.integrations.export import FILES, ExportError, export_trl, grpo_yaml, launch_script, parity_markdown
+from workbench.integrations import export
+from workbench.integrations.export import (
+    FILES,
+    MODEL_FOLDER,
+    PINNED,
+    ExportError,
+    export_trl,
+    export_trl_zip,
+    grpo_yaml,
+    launch_script,
+    parity_markdown,
+    requirements,
+)
 from workbench.integrations.trl_settings import (
     NOT_MAPPED,
     TRL_DEFAULTS,
@@ -141,6 +157,7 @@ def test_a_config_maps_into_grpo_yaml_field_by_field():
         "output_dir": "output",
         "run_name": "run-1",
         "report_to": "none",
+        "project": "grpo-workbench",
     }
     defaults = settings_of(Config(warmup_steps=2, loss_type="bnpo", lora_alpha=16.5))
     assert defaults["lr_scheduler_type"] == "constant_with_warmup"  # transformers' 'constant' ignores warmup
@@ -273,7 +290,7 @@ def test_bad_inputs_are_refused_naming_the_run_or_the_folder(trained, tmp_path):
         export_trl(trained.workspace, trained.run_id, full)
     assert os.listdir(full) == ["notes.txt"]
     export_trl(trained.workspace, trained.run_id, full, force=True)  # the export's files; the others kept
-    assert sorted(os.listdir(full)) == sorted([*FILES, "notes.txt"])
+    assert sorted(os.listdir(full)) == sorted([*FILES, MODEL_FOLDER, "notes.txt"])
     result = cli("export", "nope", "--to", "trl", "--out", str(tmp_path / "out"), "--workspace", str(trained.workspace))
     assert result.returncode == 2 and "error: no run 'nope'" in result.stderr
 
@@ -293,7 +310,7 @@ def test_an_exported_run_trains_with_trl_and_samples_like_the_workbench(trained,
     workspace, run_id = str(trained.workspace), trained.run_id
     exported = cli("export", run_id, "--to", "trl", "--out", str(out), "--workspace", workspace)
     assert exported.returncode == 0 and f"exported to {out}" in exported.stderr, exported.stderr
-    assert sorted(os.listdir(out)) == sorted(FILES)
+    assert sorted(os.listdir(out)) == sorted([*FILES, MODEL_FOLDER])
     task = load_task("arithmetic")
     assert (out / "rewards.py").read_text() == task.rewards.text  # the reward, unchanged
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
@@ -304,8 +321,14 @@ def test_an_exported_run_trains_with_trl_and_samples_like_the_workbench(trained,
     )
     assert first.prompt.tolist() == [row["prompt"] for row in rows[:8]]
     grpo = yaml.safe_load((out / "grpo.yaml").read_text())
-    assert grpo["model_name_or_path"] == str(tiny_model_path()) and grpo["reward_funcs"] == ["rewards.correct"]
+    assert grpo["model_name_or_path"] == f"./{MODEL_FOLDER}" and grpo["reward_funcs"] == ["rewards.correct"]
     assert "trl==1.16.0" in (out / "requirements.txt").read_text()
+    away = tmp_path / "another-machine" / "project"  # nothing in it names a path of this machine
+    shutil.copytree(out, away)
+    shutil.rmtree(out)
+    for path in away.rglob("*"):
+        if path.suffix in (".yaml", ".sh", ".md", ".txt", ".py", ".json"):
+            assert str(tmp_path) not in path.read_text() and str(tiny_model_path()) not in path.read_text(), path
 
     started = time.monotonic()
     env = os.environ | {
@@ -313,7 +336,7 @@ def test_an_exported_run_trains_with_trl_and_samples_like_the_workbench(trained,
         "HF_DATASETS_CACHE": str(tmp_path / "datasets"),
     }
     overrides = ["--max_steps", "2", "--output_dir", str(tmp_path / "trl"), "--report_to", "none"]
-    ran = subprocess.run(["bash", "launch.sh", "single", *overrides], cwd=out, env=env, capture_output=True, text=True)
+    ran = subprocess.run(["bash", "launch.sh", "single", *overrides], cwd=away, env=env, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr[-4000:]
     state = json.loads((tmp_path / "trl" / "checkpoint-2" / "trainer_state.json").read_text())
     rewards = {entry["step"]: entry["reward"] for entry in state["log_history"] if "reward" in entry}
@@ -345,4 +368,67 @@ def test_the_runs_tab_hands_out_the_project_as_a_zip(trained, app_on):
     assert "bash launch.sh" in message and "Warning" not in message
     with zipfile.ZipFile(archive) as project:
         names = {name.split("/", 1)[1] for name in project.namelist() if not name.endswith("/")}
-    assert names == set(FILES)
+    assert names >= set(FILES) and {name.split("/")[0] for name in names} == {*FILES, MODEL_FOLDER}
+
+
+REWARD = "def correct(completions, answer, **kwargs):\n    return [0.0] * len(completions)\n"
+
+
+def _stored_run(workspace: Path, task_folder: Path, config: Config) -> str:
+    """A run as the store holds it before its first step (no training): enough to export."""
+    store = Store(workspace)
+    store.create_run("run-1", task_folder.name, str(task_folder), config.model, config.to_dict(), REWARD)
+    return "run-1"
+
+
+def _named_files(parity: str) -> set[str]:
+    """The project's files PARITY.md names: words ending in a file suffix, and folders such as model/."""
+    names = set(re.findall(r"(?<![\w/.])[\w-]+\.(?:jsonl|yaml|py|sh|txt|md|json|safetensors)\b", parity))
+    return names | {m.rstrip("/") for m in re.findall(r"(?<![\w/.])[\w-]+/(?![\w])", parity)}
+
+
+@pytest.mark.parametrize("eval_split", [0.0, 0.25])
+def test_the_project_holds_every_file_parity_names_in_the_folder_and_the_zip(tmp_path, eval_split):
+    folder = tmp_path / "task"
+    folder.mkdir()
+    rows = [{"prompt": f"{k}+1=", "answer": str(k + 1)} for k in range(8)]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "reward.py").write_text(REWARD)
+    run_id = _stored_run(tmp_path / "ws", folder, Config(eval_split=eval_split, prompts_per_step=2))
+    out = export_trl(tmp_path / "ws", run_id, tmp_path / "out").folder
+    parity = (out / "PARITY.md").read_text()
+    named = _named_files(parity)
+    assert {"train.jsonl", "grpo.yaml", "launch.sh", MODEL_FOLDER} <= named
+    assert ("eval.jsonl" in named) == (eval_split > 0)
+    assert named <= set(os.listdir(out)), named - set(os.listdir(out))
+    archive, warnings = export_trl_zip(tmp_path / "ws", run_id)
+    with zipfile.ZipFile(archive) as project:
+        zipped = {name.split("/")[1] for name in project.namelist()}
+    assert named <= zipped and warnings == []
+    assert yaml.safe_load((out / "grpo.yaml").read_text())["model_name_or_path"] == f"./{MODEL_FOLDER}"
+    assert sorted(os.listdir(out / MODEL_FOLDER)) == sorted(os.listdir(tiny_model_path()))
+
+
+def test_a_local_model_folder_is_named_with_a_warning(tmp_path):
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "prompts.jsonl").write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    (folder / "reward.py").write_text(REWARD)
+    model = tmp_path / "my-model"
+    model.mkdir()
+    run_id = _stored_run(tmp_path / "ws", folder, Config(model=str(model), eval_split=0.0))
+    exported = export_trl(tmp_path / "ws", run_id, tmp_path / "out")
+    assert MODEL_FOLDER not in os.listdir(exported.folder)
+    assert yaml.safe_load((exported.folder / "grpo.yaml").read_text())["model_name_or_path"] == str(model)
+    assert any("a folder of this machine" in warning for warning in exported.warnings)
+    assert "a folder of this machine" in (exported.folder / "PARITY.md").read_text()
+
+
+def test_every_requirement_is_pinned_to_this_environment_or_to_the_tested_version(monkeypatch):
+    lines = [line for line in requirements().splitlines() if line and not line.startswith("#")]
+    assert [line.split("==")[0] for line in lines] == list(PINNED)
+    for line in lines:
+        name, version = line.split("==")
+        assert version == (TRL_VERSION if name == "trl" else importlib.metadata.version(name).split("+")[0])
+    monkeypatch.setattr(export, "_installed", lambda name: None)  # an app installed without the dev extras
+    assert "datasets==5.2.0" in requirements().splitlines()

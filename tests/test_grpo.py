@@ -143,8 +143,9 @@ def test_loss_at_the_first_step_is_minus_the_mean_advantage_plus_kl():
     assert stats["clipped"].item() == 0
 
 
+@pytest.mark.parametrize("level", variants.IMPORTANCE_SAMPLING_LEVELS)
 @pytest.mark.parametrize("loss_type", variants.LOSS_TYPES)
-def test_micro_batches_give_the_full_batch_gradient(loss_type):
+def test_micro_batches_give_the_full_batch_gradient(loss_type, level):
     torch.manual_seed(0)
     logits = torch.randn(6, 5, 7, requires_grad=True)
     tokens = torch.randint(0, 7, (6, 5))
@@ -161,6 +162,7 @@ def test_micro_batches_give_the_full_batch_gradient(loss_type):
         batch_tokens=int(mask.sum()),
         max_new_tokens=5,
         epsilon_high=0.28,
+        importance_sampling_level=level,
     )
 
     def loss_of(rows):
@@ -302,3 +304,145 @@ def test_per_token_advantages_enter_the_surrogate_token_by_token():
     assert surrogate.tolist() == [[1.0, -2.0]]  # ratio 1: the surrogate is each token's own advantage
     assert grpo.explained_variance(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 1.0
     assert grpo.explained_variance(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 3.0])) == 0.0
+
+
+LN2 = math.log(2)
+
+
+def test_k1_k2_k3_by_hand():
+    """Token 1: pi_theta 0.5, pi_ref 0.25, d = log pi_ref - log pi_theta = -ln 2. Token 2: the other way, d = ln 2.
+    k1 = -d (negative where pi_ref is likelier), k2 = d^2 / 2, k3 = exp(d) - d - 1."""
+    log_probs, ref = torch.log(torch.tensor([[0.5, 0.25]])), torch.log(torch.tensor([[0.25, 0.5]]))
+    assert grpo.kl_k1(log_probs, ref).tolist()[0] == pytest.approx([LN2, -LN2])
+    assert grpo.kl_k2(log_probs, ref).tolist()[0] == pytest.approx([LN2**2 / 2, LN2**2 / 2])
+    assert grpo.kl_k3(log_probs, ref).tolist()[0] == pytest.approx([0.5 + LN2 - 1, 2 - LN2 - 1])
+    assert set(grpo.KL) == set(variants.KL_ESTIMATORS)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "k", "slope"),
+    [
+        # per token (pi_theta / pi_ref = 2, then 1): k and dk/dlog pi_theta
+        ("k1", [LN2, 0.0], [1.0, 1.0]),  # dk1/dlog pi = 1: a constant push down, 0 in expectation on-policy
+        ("k2", [LN2**2 / 2, 0.0], [LN2, 0.0]),  # dk2/dlog pi = log pi - log pi_ref = k1
+        ("k3", [0.5 + LN2 - 1, 0.0], [0.5, 0.0]),  # dk3/dlog pi = 1 - pi_ref / pi
+    ],
+)
+def test_each_kl_estimator_in_the_loss_by_hand(estimator, k, slope):
+    """One completion of two tokens, ratio 1, A = +1, beta 0.1, loss_type grpo (the token mean):
+    loss = mean_t(-1 + 0.1 k_t); d loss / d log pi_t = (-1 + 0.1 dk_t/dlog pi_t) / 2."""
+    log_probs = torch.log(torch.tensor([[0.5, 0.5]])).requires_grad_()
+    ref = torch.log(torch.tensor([[0.25, 0.5]]))
+    settings = dict(beta=0.1, clip_epsilon=0.2, loss_type="grpo", batch_completions=1, batch_tokens=2)
+    loss, stats = grpo.grpo_loss(
+        log_probs, log_probs.detach(), ref, torch.tensor([1.0]), torch.ones(1, 2), kl_estimator=estimator, **settings
+    )
+    assert loss.item() == pytest.approx(sum(-1 + 0.1 * x for x in k) / 2)
+    (gradient,) = torch.autograd.grad(loss, log_probs)
+    assert gradient.tolist()[0] == pytest.approx([(-1 + 0.1 * s) / 2 for s in slope])
+    assert stats["kl"].item() == pytest.approx(0.5 + LN2 - 1)  # the logged kl is k3's, whatever the estimator
+
+
+def test_the_kl_in_the_reward_by_hand():
+    """Two completions of one group, both rewarded 1. Completion 0: pi_theta / pi_ref = 2 on its first token, 1 on
+    its second; completion 1: 1/2 on its only token (the second is padding, whose numbers count nothing).
+    beta 0.1: penalty = 0.1 x sum_t k_t; the penalised rewards 1 - penalty; A = r - mean (scale 'none'): the
+    completion further from the reference by the estimator loses."""
+    log_probs = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.9]]))
+    ref = torch.log(torch.tensor([[0.25, 0.5], [0.5, 0.1]]))
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    penalties = {
+        "k1": [0.1 * LN2, 0.1 * -LN2],
+        "k2": [0.1 * LN2**2 / 2, 0.1 * LN2**2 / 2],
+        "k3": [0.1 * (0.5 + LN2 - 1), 0.1 * (2 - LN2 - 1)],
+    }
+    for estimator, expected in penalties.items():
+        penalty = grpo.kl_penalty(log_probs, ref, mask, 0.1, estimator)
+        assert penalty.tolist() == pytest.approx(expected), estimator
+        advantages = grpo.group_advantages(torch.ones(2) - penalty, 2, "none")
+        gap = (expected[1] - expected[0]) / 2
+        assert advantages.tolist() == pytest.approx([gap, -gap], abs=1e-6), estimator
+    # With the KL in the reward the loss has none: the reference only measures kl (k3's)
+    settings = dict(beta=0.1, clip_epsilon=0.2, loss_type="grpo", batch_completions=2, batch_tokens=3)
+    without, _ = grpo.grpo_loss(log_probs, log_probs, None, torch.tensor([1.0, -1.0]), mask, **settings)
+    placed, stats = grpo.grpo_loss(
+        log_probs, log_probs, ref, torch.tensor([1.0, -1.0]), mask, kl_in_loss=False, **settings
+    )
+    assert placed.item() == without.item()
+    assert stats["kl"].item() == pytest.approx(0.5 + LN2 - 1 + 2 - LN2 - 1)
+
+
+def test_the_sequence_ratio_is_the_exp_of_the_mean_log_ratio_by_hand():
+    """Token ratios 2 and 1 (a third, padding, 8): GSPO's s = exp((ln 2 + 0) / 2) = sqrt 2, clipped as one to 1.2
+    with A = +1 on both tokens; with A = -1 the pessimistic side is -sqrt 2, unclipped. Per token, only the
+    first token's ratio is clipped."""
+    log_probs = torch.log(torch.tensor([[2.0, 1.0, 8.0], [2.0, 1.0, 8.0]]))
+    old, mask = torch.zeros(2, 3), torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    ratio = grpo.importance_ratio(log_probs, old, mask, "sequence")
+    assert ratio.squeeze(1).tolist() == pytest.approx([math.sqrt(2)] * 2)
+    advantages = torch.tensor([1.0, -1.0])
+    surrogate, clipped = grpo.clipped_surrogate(log_probs, old, advantages, 0.2, completion_mask=mask, level="sequence")
+    assert surrogate.squeeze(1).tolist() == pytest.approx([1.2, -math.sqrt(2)])
+    assert clipped.squeeze(1).tolist() == [True, False]
+    per_token, clipped = grpo.clipped_surrogate(log_probs, old, advantages, 0.2)
+    torch.testing.assert_close(per_token[:, :2], torch.tensor([[1.2, 1.0], [-2.0, -1.0]]))
+    assert clipped[:, :2].tolist() == [[True, False], [False, False]]
+
+
+@pytest.mark.parametrize("loss_type", variants.LOSS_TYPES)
+def test_on_policy_the_sequence_ratio_gives_the_token_ratios_gradient(loss_type):
+    """With pi_old = pi_theta (one update per batch) every ratio is 1 and nothing is clipped: each of a completion's
+    |o| tokens carries s_i, whose gradient is the mean of its tokens' log-prob gradients, so the sum over tokens is
+    the token level's. GSPO and GRPO part only off-policy (num_iterations > 1)."""
+    torch.manual_seed(0)
+    log_probs = (torch.randn(4, 6) - 2).requires_grad_()
+    mask = (torch.rand(4, 6) > 0.3).float()
+    mask[:, 0] = 1
+    ref, advantages = torch.randn(4, 6) - 2, torch.randn(4)
+    settings = dict(beta=0.04, clip_epsilon=0.2, loss_type=loss_type, batch_completions=4, batch_tokens=int(mask.sum()))
+    gradients = []
+    for level in variants.IMPORTANCE_SAMPLING_LEVELS:
+        loss, _ = grpo.grpo_loss(
+            log_probs,
+            log_probs.detach(),
+            ref,
+            advantages,
+            mask,
+            importance_sampling_level=level,
+            max_new_tokens=6,
+            **settings,
+        )
+        gradients.append(torch.autograd.grad(loss, log_probs)[0])
+    torch.testing.assert_close(*gradients)
+
+
+def test_cispo_keeps_the_gradient_the_clip_would_cut_by_hand():
+    """Ratio 2 with A = +1: PPO's clip makes the surrogate 1.2, a constant (gradient 0). CISPO's weight is
+    min(2, eps_max 1.5) = 1.5, detached: objective 1.5 x 1 x log pi, gradient 1.5 on log pi. Ratio 0.5 with A = -1:
+    no lower cap, weight 0.5: objective -0.5 log pi, gradient -0.5."""
+    log_probs = torch.log(torch.tensor([[0.5], [0.25]])).requires_grad_()
+    old = torch.log(torch.tensor([[0.25], [0.5]]))
+    advantages = torch.tensor([1.0, -1.0])
+    objective, capped = grpo.cispo_objective(log_probs, old, advantages, 1.5)
+    assert objective.squeeze(1).tolist() == pytest.approx([1.5 * math.log(0.5), -0.5 * math.log(0.25)])
+    assert capped.squeeze(1).tolist() == [True, False]
+    (gradient,) = torch.autograd.grad(objective.sum(), log_probs)
+    assert gradient.squeeze(1).tolist() == pytest.approx([1.5, -0.5])
+    surrogate, _ = grpo.clipped_surrogate(log_probs, old, advantages, 0.2)
+    (clipped_gradient,) = torch.autograd.grad(surrogate.sum(), log_probs)
+    assert clipped_gradient.squeeze(1).tolist()[0] == 0.0
+
+
+def test_decoupled_rewards_by_hand():
+    """GDPO: one group of 3, two functions. correct (1, 0, 0): mean 1/3, Bessel std sqrt(1/3); length
+    (0.2, 0.2, 0.8) weighted 0.5: mean 0.4, std sqrt(0.12). Each normalised, then 1 x correct + 0.5 x length."""
+    values = torch.tensor([[1.0, 0.2], [0.0, 0.2], [0.0, 0.8]])
+    s1, s2 = math.sqrt(1 / 3) + 1e-4, math.sqrt(0.12) + 1e-4
+    expected = [(2 / 3) / s1 - 0.5 * 0.2 / s2, (-1 / 3) / s1 - 0.5 * 0.2 / s2, (-1 / 3) / s1 + 0.5 * 0.4 / s2]
+    assert grpo.decoupled_rewards(values, torch.tensor([1.0, 0.5]), 3).tolist() == pytest.approx(expected, abs=1e-6)
+    # an unscored value counts 0 (its function's std over the other two); a completion no function scored is NaN
+    values = torch.tensor([[1.0, float("nan")], [0.0, 0.2], [float("nan"), float("nan")]])
+    rewards = grpo.decoupled_rewards(values, torch.tensor([1.0, 0.5]), 3)
+    s1 = math.sqrt(0.5) + 1e-4
+    assert rewards[:2].tolist() == pytest.approx([0.5 / s1, -0.5 / s1], rel=1e-6)  # length: one value, no std: 0
+    assert math.isnan(rewards[2].item())

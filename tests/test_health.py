@@ -1,12 +1,14 @@
 """Health checks: each fires on a run made to trigger it and stays quiet on a healthy one.
 
 Real tiny-model runs trigger no_signal (a reward that is always 1), truncated (one new token),
-adapter_still (a learning rate of 1e-9), kl_rising (one of 0.01) and clip_high (one of 0.05 with four
-updates per batch); the trainer stores each check as it starts firing and `workbench doctor` prints it.
-length_collapse and reward_hacking take long runs to show for real, so they are checked on steps rows
-whose numbers are worked out by hand, with each check's boundary.
+adapter_still (a learning rate of 1e-9), kl_rising (one of 0.01), clip_high (one of 0.05 with four
+updates per batch) and same_completion (three-digit sums cut to their first digit: "1" to every prompt);
+the trainer stores each check as it starts firing and `workbench doctor` prints it. length_collapse,
+reward_hacking and kl_high take long runs to show for real, so they are checked on steps rows (and a step's
+completions) whose numbers are worked out by hand, with each check's boundary.
 """
 
+import dataclasses
 import json
 
 import duckdb
@@ -27,11 +29,13 @@ def always_one(completions, **kwargs):
 """
 
 
-def trained(workspace, reward: str | None = None, **settings) -> tuple[str, list[health.Finding]]:
-    """Train the tiny model on arithmetic; the run id and the checks the trainer reported."""
+def trained(workspace, reward: str | None = None, prompts=None, **settings) -> tuple[str, list[health.Finding]]:
+    """Train the tiny model on arithmetic (the rows `prompts` keeps of it); the run id and the checks reported."""
     task = load_task("arithmetic")
     if reward:
         task = task.with_rewards(RewardSource(reward))
+    if prompts:
+        task = dataclasses.replace(task, rows=prompts(task.rows))
     config = Config(prompts_per_step=4, group_size=4, precision="fp32", **settings)
     events = list(train(config, task, workspace))
     return events[0].run_id, [e.finding for e in events if isinstance(e, HealthWarning)]
@@ -50,12 +54,28 @@ def test_a_healthy_run_stays_quiet(tmp_path):
         ("no_signal", ALWAYS_ONE, dict(steps=2)),
         ("truncated", None, dict(steps=2, max_new_tokens=1)),
         ("adapter_still", None, dict(steps=health.STILL_STEPS, learning_rate=1e-9)),
-        ("kl_rising", None, dict(steps=8, learning_rate=0.01)),
+        ("kl_rising", None, dict(steps=2 * health.WINDOW, learning_rate=0.01)),
         pytest.param("clip_high", None, dict(steps=6, learning_rate=0.05, num_iterations=4), marks=pytest.mark.slow),
     ],
 )
 def test_a_run_made_to_trigger_a_check_reports_and_stores_it(tmp_path, capsys, check, reward, settings):
     run_id, findings = trained(tmp_path, reward, **settings)
+    reported_stored_and_printed(tmp_path, capsys, check, run_id, findings)
+
+
+def three_digit_sums(rows: list[dict]) -> list[dict]:
+    return [row for row in rows if len(row["answer"]) == 3]
+
+
+def test_a_run_that_gives_one_answer_to_every_prompt_names_it(tmp_path, capsys):
+    """Cut to one new token, the tiny model starts every three-digit sum with "1" (14 of 16 at seed 0)."""
+    run_id, findings = trained(tmp_path, prompts=three_digit_sums, steps=1, max_new_tokens=1)
+    reported_stored_and_printed(tmp_path, capsys, "same_completion", run_id, findings)
+    assert '"1" (' in next(f.saw for f in findings if f.check == "same_completion")
+    assert any(f.check == "same_completion" for f in health.examine(Store(tmp_path), run_id))  # from the rollouts
+
+
+def reported_stored_and_printed(tmp_path, capsys, check: str, run_id: str, findings: list[health.Finding]):
     assert check in [f.check for f in findings]
     stored = Store(tmp_path).health(run_id)
     assert check in stored.name.tolist()
@@ -82,11 +102,13 @@ def test_each_check_at_its_boundary():
     assert health.clip_high(rows(5, clip_frac=0.2), CONFIG) is not None
     assert health.clip_high(rows(5, clip_frac=0.19), CONFIG) is None
 
-    kl = [0.05, 0.06, 0.07, 0.08, 0.09, 0.10]  # step 6 against step 1: 0.10 >= 0.1 and >= 2 x 0.05
-    assert "0.050 at step 1 to 0.100" in health.kl_rising(rows(6, kl=kl), CONFIG).saw
-    assert health.kl_rising(rows(6, kl=[0.051, *kl[1:]]), CONFIG) is None  # not doubled
-    assert health.kl_rising(rows(6, kl=[0.04, *kl[1:5], 0.09]), CONFIG) is None  # doubled, below 0.1
-    assert health.kl_rising(rows(5, kl=kl[:5]), CONFIG) is None  # no window before
+    # window means: steps 6-10 average 0.625 (>= 0.6), exactly twice steps 1-5's 0.3125; a spike alone does not fire
+    kl = [0.3125] * 5 + [0.5, 0.75, 0.625, 0.5, 0.75]
+    assert "from 0.312 (mean over steps 1-5) to 0.625 (steps 6-10)" in health.kl_rising(rows(10, kl=kl), CONFIG).saw
+    assert health.kl_rising(rows(10, kl=[0.32] * 5 + kl[5:]), CONFIG) is None  # not doubled
+    assert health.kl_rising(rows(10, kl=[0.2] * 5 + [0.59] * 5), CONFIG) is None  # doubled, below 0.6
+    assert health.kl_rising(rows(10, kl=[0.05] * 9 + [1.5]), CONFIG) is None  # a spike: mean 0.34
+    assert health.kl_rising(rows(9, kl=kl[1:]), CONFIG) is None  # no window before
 
     lengths = [10.0] * 5 + [5.0] * 5  # halved: fires at exactly 0.5
     assert "from 10.0 tokens" in health.length_collapse(rows(10, completion_tokens_mean=lengths), CONFIG).saw
@@ -97,6 +119,59 @@ def test_each_check_at_its_boundary():
     assert health.adapter_still(rows(9, kl=9e-5), CONFIG) is None  # too early to tell
     assert health.adapter_still(rows(10, kl=1e-4), CONFIG) is None
     assert health.adapter_still(rows(10, kl=None), CONFIG) is None  # beta 0: no KL logged
+
+
+def test_kl_high_when_kl_stays_at_its_threshold_for_a_window():
+    high = health.KL_STAYS
+    assert "stayed at 1.00 or more over steps 1-5" in health.kl_high(rows(5, kl=high), CONFIG).saw
+    assert health.kl_high(rows(6, kl=[0.01, high, high, 2.0, high, high]), CONFIG) is not None  # not rising
+    assert health.kl_high(rows(5, kl=[high, high, 0.99, high, high]), CONFIG) is None  # one step below
+    assert health.kl_high(rows(4, kl=high), CONFIG) is None  # less than a window
+    assert health.kl_high(rows(5, kl=None), CONFIG) is None  # beta 0: no KL logged
+
+
+def step_of(prompts_completions: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """A step's (prompt, completion) pairs from each prompt's group."""
+    return [(prompt, completion) for prompt, group in prompts_completions.items() for completion in group]
+
+
+def test_same_completion_names_a_string_that_takes_over_across_prompts():
+    # 4 prompts x 5 completions: "s2" (spaces and newlines stripped) is 3 of each group, 12 of 20 = 60%
+    hacked = step_of({p: [" s2", "s2\n", "s2", f"{p} a", f"{p} b"] for p in ("1+1=", "2+2=", "3+3=", "4+4=")})
+    finding = health.same_completion(12, hacked)
+    assert finding.check == "same_completion" and finding.step == 12
+    assert finding.saw == '"s2" (60%): 12 of step 12\'s 20 completions (60%), given to 4 different prompts'
+    assert "reward hacking" in finding.advice and "loophole" in finding.advice
+    assert health.diagnose(rows(12, kl=0.01), CONFIG, (), hacked)[-1] == finding
+
+    # exactly half fires; 9 of 20 does not (the other completions differ from prompt to prompt)
+    half = step_of({p: ["s2"] * 3 + [p + "x", p + "y"] for p in "abc"} | {"d": ["s2", "dw", "dx", "dy", "dz"]})
+    assert health.same_completion(1, half).saw.startswith('"s2" (50%): 10 of')
+    fewer = step_of({p: ["s2"] * 3 + [p + "x", p + "y"] for p in "abc"} | {"d": ["dv", "dw", "dx", "dy", "dz"]})
+    assert health.same_completion(1, fewer) is None
+
+    # each group agreeing on its own prompt's answer is a model that learned it: 100%, no string on 3 prompts
+    learned = step_of({"1+1=": ["2"] * 5, "2+2=": ["4"] * 5, "3+3=": ["6"] * 5, "4+4=": ["8"] * 5})
+    assert health.same_completion(1, learned) is None
+    # one string over only two prompts (50%) does not fire
+    two = step_of({"a": ["s2"] * 5, "b": ["s2"] * 5, "c": list("vwxyz"), "d": list("VWXYZ")})
+    assert health.same_completion(1, two) is None
+    assert health.same_completion(1, []) is None
+
+
+def test_same_completion_names_a_few_strings_that_take_over_together():
+    # "s2" 6 of 20 (30%) over 4 prompts, "s1" 5 of 20 (25%) over 3 prompts: together 55%
+    step = step_of(
+        {
+            "a": ["s2", "s2", "s1", "s1", "a"],
+            "b": ["s2", "s2", "s1", "s1", "b"],
+            "c": ["s2", "s1", "c", "cc", "ccc"],
+            "d": ["s2", "d", "dd", "ddd", "dddd"],
+        }
+    )
+    assert health.same_completion(3, step).saw == (
+        '"s2" (30%) and "s1" (25%): 11 of step 3\'s 20 completions (55%), given to 4 different prompts'
+    )
 
 
 def test_reward_hacking_from_diverging_functions_or_held_out_reward():

@@ -45,3 +45,19 @@ def test_a_paused_run_resumes_with_a_fixed_reward_and_keeps_its_curves(tmp_path)
     assert finished.last_groups.step == 3 and finished.config["steps"] == 3
     with pytest.raises(TaskError, match="finished all its 3 steps"):
         runner.resume(run_id, RewardSource(FIXED, "reward.py"))
+
+
+def test_a_run_paused_at_its_first_step_resumes(tmp_path):
+    """A reward that fails on the very first step pauses the run with nothing stored; Resume redoes step 1."""
+    broken = (  # the checks before training score a few made-up completions (`probes`); step 1 scores 8
+        "def correct(completions, answer, **kwargs):\n"
+        "    if len(completions) == 8:\n"
+        "        raise ValueError('first step')\n" + SCORE
+    )
+    runner = Runner(str(tmp_path))
+    runner.start(CONFIG, load_task("arithmetic").with_rewards(RewardSource(broken, "reward.py")))
+    paused = wait(runner, "paused")
+    assert paused.step == 0 and "raised ValueError: first step" in paused.error
+    runner.resume(paused.run_id, RewardSource(FIXED, "reward.py"))
+    finished = wait(runner, "finished")
+    assert finished.run_id == paused.run_id and [m["step"] for m in finished.history] == [1, 2, 3]

@@ -74,9 +74,16 @@ CASES = {
             ("Limassol", {"within_word_limit": 1.0, "names_the_capital": 0.0}),
         ],
     ),  # fmt: skip
+    "polite_reply": (  # its judge asks the run's model: outside a run it scores nothing (None)
+        {"prompt": [{"role": "user", "content": "Answer this complaint briefly: The plant I ordered arrived dead."}]},
+        [
+            ("I am so sorry! We will send you a new plant today.", {"brief": 1.0, "judge": None}),
+            (" ".join(["sorry"] * 80), {"brief": 0.5, "judge": None}),
+        ],
+    ),
 }
 # Tasks for a real instruct model (chat prompts): the tiny model is not warm-started on them.
-CHAT_TASKS = {"short_answers"}
+CHAT_TASKS = {"short_answers", "polite_reply"}
 
 
 def test_every_sample_task_has_a_case_and_the_tiny_model_knows_the_others():

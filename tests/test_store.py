@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -134,6 +135,48 @@ def test_user_sql_is_bounded_in_rows_and_time(store):
         run_sql(store, "SELECT count(*) FROM range(1000000000000) a, range(10) b", timeout=0.5)
     assert time.monotonic() - started < 5
     assert len(run_sql(store, "SELECT * FROM steps").frame) == 2  # still usable afterwards
+
+
+def test_user_sql_is_bounded_in_memory_and_leaves_no_temporary_files(store, tmp_path, monkeypatch):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where each query's DuckDB spills
+    with pytest.raises(SQLError, match=r"needed more than the 1 GB of memory \(then 1 GB of disk\) a query may use"):
+        run_sql(store, "SELECT list(a.range * b.range) FROM range(30000) a, range(30000) b")  # 7 GB of integers
+    with pytest.raises(SQLError, match="longer than 2 s"):  # a hash table past memory: it spills, then times out
+        run_sql(store, "SELECT range % 40000000 AS k, count(*) FROM range(40000000) GROUP BY k ORDER BY k", timeout=2)
+    assert list(temp.iterdir()) == []
+    assert len(run_sql(store, "SELECT * FROM steps").frame) == 2
+
+
+def test_user_sql_is_bounded_in_result_bytes(store):
+    result = run_sql(store, "SELECT repeat('x', 100000) AS big FROM range(1000)", max_mb=1)
+    assert len(result.frame) == 10 and result.truncated
+    assert result.message.startswith("first 10 rows shown: the result passed the 1 MB a query may return")
+
+
+def test_a_slow_query_holds_no_other_reader(store):
+    slow = threading.Thread(
+        target=lambda: pytest.raises(SQLError, run_sql, store, "SELECT count(*) FROM range(10000000000000)", timeout=5)
+    )
+    slow.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert run_sql(store, "SELECT 1 AS one").frame["one"].tolist() == [1]  # another user's query
+    assert store.query("SELECT count(*) AS n FROM steps")["n"].item() == 2  # the app's own reads (live views)
+    assert slow.is_alive() and time.monotonic() - started < 3  # answered while the slow query still ran
+    slow.join()
+
+
+def test_a_sql_error_says_where_it_is(store):
+    with pytest.raises(SQLError) as error:
+        run_sql(store, "SELECT step,\n  no_such + 1 FROM steps")
+    message = str(error.value)
+    assert message.splitlines()[0].endswith('Referenced column "no_such" not found in FROM clause! (line 2, column 3)')
+    assert "LINE 2:   no_such + 1 FROM steps\n          ^" in message  # DuckDB's caret, kept for a fixed-width font
+    long = "SELECT " + "1, " * 60 + "no_such FROM steps"  # DuckDB shows a window of a long line
+    with pytest.raises(SQLError, match=r"\(line 1, column 188\)"):
+        run_sql(store, long)
 
 
 def test_export_to_parquet_and_csv(store, tmp_path):
@@ -342,3 +385,71 @@ def test_a_version_3_store_names_its_reward_scaling_and_gains_entropy(tmp_path):
     assert store.run("scaled")["config"] == {"scale_rewards": "group", "beta": 0.04}
     assert store.run("unscaled")["config"] == {"scale_rewards": "none"}
     assert "entropy" in store.query("SELECT * FROM steps").columns
+
+
+def test_a_run_is_named_and_tagged_and_its_id_stays(store):
+    assert store.rename_run("r1", "  beta 0.04, the baseline ") == "beta 0.04, the baseline"
+    assert store.tag_run("r1", [" baseline", "beta", "", "baseline"]) == ["baseline", "beta"]
+    run = store.run("r1")
+    assert (run["run_id"], run["name"], run["tags"]) == ("r1", "beta 0.04, the baseline", ["baseline", "beta"])
+    assert store.runs()[["run_id", "name"]].values.tolist() == [["r1", "beta 0.04, the baseline"]]
+    assert store.runs().tags.tolist() == [["baseline", "beta"]]
+    assert run_sql(store, "SELECT run_id FROM runs WHERE list_contains(tags, 'beta')").frame.run_id.tolist() == ["r1"]
+    assert store.rename_run("r1", " ") is None and store.run("r1")["name"] is None  # blank: the id alone
+    assert store.tag_run("r1", []) == [] and store.runs().tags.tolist() == [[]]
+    for bad, words in [("x" * 81, "at most 80 characters"), ("two\nlines", "one line")]:
+        with pytest.raises(StoreError, match=words):
+            store.rename_run("r1", bad)
+    with pytest.raises(StoreError, match="without commas"):
+        store.tag_run("r1", ["a,b"])
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.rename_run("nope", "x")
+
+
+def test_delete_removes_every_row_of_the_run_and_its_folder_and_is_refused_while_it_trains(store, tmp_path):
+    store.create_run("r2", "hand", str(tmp_path), "tiny", {}, "")
+    write_groups(store, "r2", 1, [("5+5=", [("10", 1.0), ("9", 0.0)])])
+    rows = {"tokens": [dict(run_id="r1", step=1, group_id=0, sample_idx=0, tokens=["2"], logprob=[-0.1])]}
+    rows |= {"evals": [dict(run_id="r1", step=1, reward_mean=0.5)], "health": [dict(run_id="r1", step=1, name="x")]}
+    rows |= {"reward_logs": [dict(run_id="r1", step=1, name="correct", output="hi")]}
+    rows |= {"reward_versions": [dict(version="v-r1", filename="reward.py", source="...")]}
+    store.write_steps([rows])
+    with store.connect(read_only=False) as con:  # r1 scored by its own version and by one r2 shares
+        con.execute("UPDATE rollouts SET reward_version = IF(run_id = 'r1' AND step = 1, 'v-r1', 'v-both')")
+        con.execute("INSERT INTO reward_versions VALUES ('v-both', 'reward.py', '...', now())")
+    folder = tmp_path / "runs" / "r1"
+    (folder / "checkpoint").mkdir(parents=True)
+    (folder / "checkpoint" / "adapter_config.json").write_text("{}")
+
+    # r1 is 'running' and its process (this one) is alive: refused, nothing deleted
+    with pytest.raises(StoreError, match=r"run r1 is training now \(process \d+ on .+\): stop it first"):
+        store.delete_run("r1")
+    assert folder.exists() and store.run("r1") is not None
+
+    store.set_status("r1", "stopped")
+    deleted = store.delete_run("r1")
+    assert deleted == dict(
+        runs=1, steps=2, rollouts=8, reward_values=8, reward_logs=1, evals=1, health=1, tokens=1, reward_versions=1
+    )
+    for table in ("runs", "steps", "rollouts", "reward_values", "reward_logs", "evals", "health", "tokens"):
+        assert store.query(f"SELECT count(*) AS n FROM {table} WHERE run_id = 'r1'").n[0] == 0, table
+    assert not folder.exists()
+    assert store.query("SELECT version FROM reward_versions").version.tolist() == ["v-both"]  # r2 still uses it
+    assert store.runs().run_id.tolist() == ["r2"] and len(store.group("r2", 1, 0).rewards) == 2  # r2 untouched
+    with pytest.raises(StoreError, match="no run 'r1'"):
+        store.delete_run("r1")
+    with pytest.raises(StoreError, match="does not name a folder"):
+        store.delete_run("../r2")
+
+
+def test_a_version_7_store_gains_run_names_and_tags(tmp_path):
+    store = Store(tmp_path)
+    store.create_run("old", "hand", str(tmp_path), "tiny", {}, "")
+    with store.connect(read_only=False) as con:  # back to version 7: runs without name and tags
+        con.execute("ALTER TABLE runs DROP COLUMN name; ALTER TABLE runs DROP COLUMN tags")
+        con.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    store = Store(tmp_path)
+    assert store.query("SELECT value FROM meta")["value"].item() == str(SCHEMA_VERSION)
+    assert (store.run("old")["name"], store.run("old")["tags"]) == (None, [])
+    store.tag_run("old", ["kept"])
+    assert store.runs().tags.tolist() == [["kept"]]

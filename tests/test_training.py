@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -424,3 +425,17 @@ def test_micro_batching_gives_the_full_batch_gradient(tmp_path):
     many = steps(run(Config(steps=2, seed=3, precision="fp32", micro_batch_tokens=1, **SMALL), tmp_path / "many"))
     assert [s.metrics["loss"] for s in many] == pytest.approx([s.metrics["loss"] for s in one], rel=1e-4, abs=1e-7)
     assert many[1].metrics["kl"] == pytest.approx(one[1].metrics["kl"], rel=1e-3)
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path):
+    """A second resume of a run another process trains is refused, naming that process; after it, it goes on."""
+    config = Config(steps=2, checkpoint_every=1, **{k: v for k, v in SMALL.items() if k != "checkpoint_every"})
+    stop = threading.Event()
+    events = train(config, load_task("arithmetic"), tmp_path, stop=stop)
+    run_id = next(e for e in events if isinstance(e, StepFinished)).run_id  # step 1 stored, the run still open
+    resume = Config.from_dict({**config.to_dict(), "steps": 3})
+    with pytest.raises(RuntimeError, match=rf"run {run_id} is being trained by process {os.getpid()} on "):
+        list(train(resume, load_task("arithmetic"), tmp_path, resume=run_id))
+    stop.set()
+    assert isinstance(list(events)[-1], RunFinished)  # the first process ends its run, and lets go of it
+    assert isinstance(list(train(resume, load_task("arithmetic"), tmp_path, resume=run_id))[-1], RunFinished)

@@ -1,9 +1,13 @@
 """What the app shows, checked against numbers worked out by hand: the advantage explanation, the
-group view, the status line, and the run form generated from Config (no browser needed)."""
+group view, the status line, the run form generated from Config, and the Runs and Explore tabs' pieces
+(smoothing, the overlay of any metric, the runs table, token shading, SQL errors) (no browser needed)."""
 
+import math
+import re
 import shlex
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 
 from workbench.cli import build_parser, config_from_args
@@ -13,9 +17,13 @@ from workbench.engine import grpo
 from workbench.engine.runner import Snapshot
 from workbench.events import Group
 from workbench.formatting import duration
+from workbench.plots import RAW_OPACITY, available_metrics, compare_runs, ema, training_curves
 from workbench.ui import advantages, config_form
+from workbench.ui.explore_tab import error_html, readable
 from workbench.ui.group_view import color, group_html
+from workbench.ui.run_list import COLUMN_WIDTHS, COLUMNS, label, progress, run_choices, runs_table, significant
 from workbench.ui.status import status
+from workbench.ui.token_view import DEFAULT_SHADE, SHADE_CHOICES, SHADES, token_view_html
 from workbench.variants import ESTIMATORS, SCALINGS
 
 
@@ -173,3 +181,151 @@ def test_the_command_line_and_the_python_code_give_the_same_config():
     compile(code, "run.py", "exec")
     config_line = next(line for line in code.splitlines() if line.startswith("config = "))
     assert eval(config_line.removeprefix("config = "), {"Config": Config}) == CHANGED
+
+
+# the Runs and Explore tabs' pieces: smoothing, the overlay of any metric, the runs table, token shading, SQL errors
+
+
+def test_smoothing_is_tensorboards_debiased_ema():
+    # w = 0.5 on 1, 0: s1 = 0.5 / (1 - 0.5) = 1; s2 = (0.25 + 0) / (1 - 0.25) = 1/3. A gap stays a gap.
+    assert ema([1.0, 0.0], 0.5) == pytest.approx([1.0, 1 / 3])
+    assert ema([1.0, None, 0.0], 0.5)[::2] == pytest.approx([1.0, 1 / 3]) and math.isnan(ema([1.0, None], 0.5)[1])
+    assert ema([2.0, 4.0, 8.0], 0.0) == [2.0, 4.0, 8.0]
+    assert ema([3.0] * 5, 0.99) == pytest.approx([3.0] * 5)  # debiased: a constant stays itself from the start
+
+
+def steps_frame(rewards, kl=None, functions=None):
+    n = len(rewards)
+    return pd.DataFrame(
+        {
+            "run_id": ["r"] * n,
+            "step": list(range(1, n + 1)),
+            "reward_mean": rewards,
+            "reward_std": [0.1] * n,
+            "kl": kl or [0.0] * n,
+            "loss": [0.0] * n,
+            "reward_function_means": functions or [{}] * n,
+        }
+    )
+
+
+def test_every_curve_is_smoothed_with_the_raw_one_faint_behind_it():
+    steps = steps_frame([1.0, 0.0, 1.0], functions=[{"correct": 1.0}, {"correct": 0.0}, {"correct": 0.5}])
+    figure = training_curves(steps, smoothing=0.5)
+    raw, smoothed = [t for t in figure.data if t.name == "reward mean"]  # the raw one first: drawn behind
+    assert (raw.meta, raw.opacity, raw.showlegend, smoothed.meta) == ("raw", RAW_OPACITY, False, "smoothed")
+    assert list(raw.y) == [1.0, 0.0, 1.0] and list(smoothed.y) == pytest.approx(ema([1.0, 0.0, 1.0], 0.5))
+    correct = [t for t in figure.data if t.name == "correct"]
+    assert [t.meta for t in correct] == ["raw", "smoothed"] and correct[0].line.color == correct[1].line.color
+    assert training_curves(steps).data[3].meta == "smoothed"  # smoothed by default (SMOOTHING), as in the Train tab
+    unsmoothed = training_curves(steps, smoothing=0)
+    assert [list(t.y) for t in unsmoothed.data if t.name == "reward mean"] == [[1.0, 0.0, 1.0]]
+
+
+def test_compare_overlays_any_metric_of_several_runs():
+    a = steps_frame([0.0, 1.0], kl=[0.1, 0.2], functions=[{"correct": 0.0}, {"correct": 1.0}])
+    b = steps_frame([1.0, 1.0, 1.0])
+    evals = {
+        "a": pd.DataFrame({"step": [0, 2], "num_prompts": [4, 4], "num_generations": [2, 2], "pass_at_k": [0.5, 1.0]})
+    }
+    assert list(available_metrics(a, evals["a"])) == [
+        "reward_mean", "reward_std", "kl", "loss", "reward/correct", "eval/pass_at_k",
+    ]  # fmt: skip
+    figure = compare_runs({"a": a, "b": b}, ["reward/correct", "eval/pass_at_k", "kl"], 0.0, evals, {"a": "baseline"})
+    assert [annotation.text for annotation in figure.layout.annotations] == [
+        "correct (reward function's mean)", "held-out pass_at_k", "KL to the reference",
+    ]  # fmt: skip
+    drawn = [(t.name, t.xaxis, list(t.y)) for t in figure.data]
+    assert drawn == [
+        (
+            "baseline",
+            "x",
+            [0.0, 1.0],
+        ),  # a's reward function, its held-out pass@k, its KL; b has neither of the first two
+        ("baseline", "x2", [0.5, 1.0]),
+        ("baseline", "x3", [0.1, 0.2]),
+        ("b", "x3", [0.0, 0.0, 0.0]),
+    ]
+    assert [t.showlegend for t in figure.data] == [True, False, False, True]  # a run's legend entry once
+    assert figure.data[1].mode == "lines+markers"  # held-out points as measured
+    smoothed = compare_runs({"a": a}, ["reward_mean"], 0.5)
+    assert [t.meta for t in smoothed.data] == ["raw", "smoothed"]
+
+
+def test_the_runs_table_fits_and_formats_its_numbers():
+    runs = pd.DataFrame(
+        {
+            "run_id": ["arithmetic-20261206-081416-1957"],
+            "name": ["baseline"],
+            "tags": [["beta", "seed0"]],
+            "task": ["arithmetic"],
+            "model": ["tiny"],
+            "status": ["running"],
+            "last_step": [12.0],
+            "steps": [60],
+            "reward_mean": [0.31249999],
+            "created_at": [pd.Timestamp("2026-12-06 08:14:16.123456")],
+            "config": [Config(steps=60, beta=0.0).to_dict()],
+        }
+    )
+    table = runs_table(runs)
+    assert table.columns.tolist() == COLUMNS
+    assert table.iloc[0].tolist() == [
+        "arithmetic-20261206-081416-1957", "baseline", "beta, seed0", "arithmetic", "tiny", "running", "12/60",
+        "0.312", "2026-12-06 08:14", "beta=0.0",
+    ]  # fmt: skip
+    assert progress(pd.NA, 60) == "0/60" and significant(1234.5) == "1.23e+03" and significant(None) == ""
+    assert run_choices(runs) == [("baseline · arithmetic-20261206-081416-1957", "arithmetic-20261206-081416-1957")]
+    assert label("r", None) == label("r", float("nan")) == "r"  # pandas 3 reads a missing name as NaN
+    assert sum(COLUMN_WIDTHS) <= 1280 - 2 * 32 - 16  # the page's margins and the grid's border at 1280 px
+
+
+def tokens_frame(logprob, kl, entropy, advantage=0.87):
+    return pd.DataFrame(
+        {
+            "token": [f"t{i}" for i in range(len(logprob))],
+            "logprob": logprob,
+            "ref_logprob": logprob,
+            "ratio": [1.0] * len(logprob),
+            "clipped": [False] * len(logprob),
+            "kl": kl,
+            "entropy": entropy,
+            "contribution": [advantage] * len(logprob),
+        }
+    )
+
+
+def shades(page: str) -> list[str]:
+    return re.findall(r"class='token' style='background:([^;']+)", page)
+
+
+def test_the_token_view_shades_by_log_prob_by_default_and_says_what_the_shade_means():
+    tokens = tokens_frame([-0.002, -0.9, -0.3], [0.0, 0.16, 0.02], [0.02, 0.77, 0.75])
+    page = token_view_html(tokens, "r", 3, 1, 2)
+    # log p -0.9 is the darkest (0.8), -0.3 a third of it, -0.002 nearly white
+    assert "data-shade='logprob'" in page and shades(page) == [
+        "rgba(70,60,200,0.00)", "rgba(70,60,200,0.80)", "rgba(70,60,200,0.27)",
+    ]  # fmt: skip
+    assert "the less likely the policy found the token" in page and "darkest log p = -0.9" in page
+    assert shades(token_view_html(tokens, "r", 3, 1, 2, "entropy"))[1] == "rgba(70,60,200,0.80)"
+    # one update per batch: the push is A on every token, flat, and the view says so
+    pushed = token_view_html(tokens, "r", 3, 1, 2, "contribution")
+    assert set(shades(pushed)) == {color(0.87)} and "Every token here has the same push (+0.87)" in pushed
+    no_reference = tokens_frame([-0.5, -0.1], [None, None], [0.1, 0.2])
+    assert "stored none for these tokens (beta 0: no reference pass)" in token_view_html(
+        no_reference, "r", 1, 0, 0, "kl"
+    )
+    assert set(shade for _, shade in SHADE_CHOICES) == set(SHADES) and DEFAULT_SHADE == "logprob"
+
+
+def test_a_sql_error_keeps_its_caret_under_the_column_and_the_grid_rounds_decimals():
+    message = 'Parser Error: syntax error at or near "FROM"\n\nLINE 1: SELECT FROM FROM t\n                    ^^^^'
+    page = error_html(message)
+    shown = re.search(r"<pre class='sql-error'>(.*)</pre>", page, re.S).group(1)
+    line, caret = shown.splitlines()[-2:]
+    assert line.index("FROM FROM") + len("FROM ") == caret.index("^")  # the second FROM, as DuckDB points
+    assert "white-space: pre" in page and "monospace" in page
+    frame = pd.DataFrame({"step": [1, 2], "kl": [0.00010116185460771834, float("nan")], "x": [0.5, 0.25]})
+    shown_frame, rounded = readable(frame)
+    assert shown_frame.kl[0] == 0.0001012 and math.isnan(shown_frame.kl[1]) and rounded
+    assert shown_frame.step.tolist() == [1, 2] and not readable(frame[["step", "x"]])[1]

@@ -24,6 +24,7 @@ _EXPORTS = {
     ],
     "workbench.store.database": ["Store"],
     "workbench.rewards.tasks": ["Task", "TaskError", "load_prompts", "load_task"],
+    "workbench.rewards.hf_datasets": ["hub_task"],
     "workbench.engine.trainer": ["train"],
     "workbench.rewards.scoring": ["RewardError", "RewardSource", "validate_rewards", "try_rewards"],
     "workbench.engine.dryrun": ["dry_run"],

@@ -25,9 +25,13 @@ CHOICES = {  # the fields that take one of a few words; the app shows them as dr
     "advantage_estimator": tuple(variants.ESTIMATORS),
     "scale_rewards": tuple(variants.SCALINGS),
     "loss_type": tuple(variants.LOSS_TYPES),
+    "importance_sampling_level": tuple(variants.IMPORTANCE_SAMPLING_LEVELS),
+    "multi_objective_aggregation": tuple(variants.AGGREGATIONS),
+    "kl_estimator": tuple(variants.KL_ESTIMATORS),
     "lr_scheduler_type": ("constant", "linear", "cosine"),
     "precision": ("auto", "bf16", "fp32"),
     "device": ("auto", "cpu", "cuda"),
+    "report_to": ("none", "trackio", "wandb"),
 }
 
 
@@ -87,7 +91,19 @@ class Config:
     loss_type: str = "grpo"
     """'grpo': each completion's token mean, then their mean; 'bnpo', 'dapo': the batch's token mean; 'dr_grpo'"""
     epsilon_high: float = 0.0
-    """upper clip range of the ratio, DAPO's clip-higher (e.g. 0.28); 0: the same as clip_epsilon"""
+    """upper clip range of the ratio, DAPO's clip-higher (e.g. 0.28); 0: the same as clip_epsilon. With loss_type
+    'cispo': the cap on the importance weight itself, as TRL's (ScaleRL suggests 5.0)"""
+    importance_sampling_level: str = "token"
+    """the ratio pi_theta / pi_old per 'token' (GRPO), or per 'sequence': exp of the completion's mean log ratio,
+    clipped as one (GSPO)"""
+    multi_objective_aggregation: str = "sum_then_normalize"
+    """several reward functions: their weighted sum is the reward ('sum_then_normalize'), or each is normalised
+    within its group before the sum ('normalize_then_sum', GDPO; with scale_rewards 'batch')"""
+    kl_estimator: str = "k3"
+    """the per-token KL estimate, d = log pi_ref - log pi_theta: 'k1' -d, 'k2' d^2 / 2, 'k3' exp(d) - d - 1 (GRPO's)"""
+    use_kl_in_reward: bool = False
+    """subtract beta x the completion's summed KL from its reward before the advantages (PPO-RLHF's placement,
+    verl's name), instead of adding beta x KL to the loss"""
     mask_truncated_completions: bool = False
     """leave completions cut at max_new_tokens out of the loss (DAPO); they still count in their group's baseline"""
     dynamic_sampling: bool = False
@@ -111,6 +127,12 @@ class Config:
     """seconds one reward function may take on one step's completions before the run pauses"""
     reward_memory_mb: int = 4096
     """address-space limit of the process that runs reward code, in MiB (0: no limit)"""
+    reward_models: tuple[str, ...] = ()
+    """reward models scored beside the reward functions, each under its id's last part: hub ids or local folders of
+    sequence classifiers with one label, as TRL's reward_funcs takes them (added to the source's REWARD_MODELS)"""
+    judge_model: str = ""
+    """the LLM judge's model (asked the reward source's JUDGE_RUBRIC): empty for the run's own base model with the
+    adapter off, no second copy loaded; or a hub id or local folder of a causal LM"""
 
     # held-out evaluation
     eval_steps: int = 0
@@ -138,6 +160,9 @@ class Config:
     threads: int = 0
     """torch threads of the run; 0: the cores it gets (its share of the machine, less the cores other processes
     keep busy), decided again after every step"""
+    report_to: str = "none"
+    """also send each step's metrics (TRL's names) and completions table to 'trackio' (local files) or 'wandb';
+    the store keeps everything either way"""
 
     def __post_init__(self) -> None:
         if not self.model.strip():
@@ -185,6 +210,7 @@ class Config:
                 f"({', '.join(variants.GROUP_BASELINES)}), "
                 f"not advantage_estimator {self.advantage_estimator!r}: use scale_rewards 'batch' or 'none'"
             )
+        self._check_objective()
         if not self.reward_time_limit > 0:
             raise ConfigError(f"reward_time_limit must be greater than 0 seconds, got {self.reward_time_limit}")
         if not isinstance(self.reward_memory_mb, int) or self.reward_memory_mb < 0:
@@ -198,6 +224,30 @@ class Config:
                 raise ConfigError(f"reward_weights[{name!r}] must be a finite number, got {weight!r}")
         if not self.lora_target_modules:
             raise ConfigError("lora_target_modules must name at least one module, or 'all-linear'")
+        if not all(isinstance(name, str) and name.strip() for name in self.reward_models):
+            raise ConfigError(f"reward_models must be hub ids or local folders, got {list(self.reward_models)!r}")
+
+    def _check_objective(self) -> None:
+        """The combinations of GSPO, GDPO and the KL's placement that mean nothing, refused naming the fields."""
+        if self.importance_sampling_level == "sequence" and self.advantage_estimator == "ppo":
+            raise ConfigError(
+                "importance_sampling_level 'sequence' gives one ratio per completion, which needs one advantage per "
+                "completion: advantage_estimator 'ppo' gives one per token (GAE); use importance_sampling_level 'token'"
+            )
+        if self.multi_objective_aggregation == "normalize_then_sum":
+            if self.advantage_estimator != "grpo" or self.scale_rewards != "batch":
+                raise ConfigError(
+                    "multi_objective_aggregation 'normalize_then_sum' (GDPO) normalises each reward function within "
+                    "its group, then the sum over the batch, as TRL does whatever its scale_rewards: it needs "
+                    f"advantage_estimator 'grpo' and scale_rewards 'batch' (got {self.advantage_estimator!r}, "
+                    f"{self.scale_rewards!r})"
+                )
+            if self.use_kl_in_reward:
+                raise ConfigError(
+                    "use_kl_in_reward subtracts the KL in reward units, and multi_objective_aggregation "
+                    "'normalize_then_sum' puts each reward function in units of its group's std before the sum: "
+                    "the penalty has no scale there; use one or the other"
+                )
 
     def learning_rate_at(self, step: int) -> float:
         """The learning rate of optimizer step `step` (1-based), as transformers' schedulers give it.
@@ -250,6 +300,8 @@ class Config:
         if isinstance(values.get("lora_target_modules"), (list, str)):
             modules = values["lora_target_modules"]
             values["lora_target_modules"] = (modules,) if isinstance(modules, str) else tuple(modules)
+        if isinstance(values.get("reward_models"), list):  # stored as JSON
+            values["reward_models"] = tuple(values["reward_models"])
         return cls(**values)
 
 

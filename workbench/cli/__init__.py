@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from workbench.cli import app, inspection, reward_checks, training
+from workbench.cli import app, generation, inspection, reward_checks, training
 from workbench.cli.flags import add_config_flags, add_reward_flag, config_from_args
 from workbench.rewards.tasks import sample_task_names
 from workbench.store.queries import MAX_ROWS, NAMED_QUERIES
@@ -29,6 +29,7 @@ USER_ERRORS = {
     "workbench.rewards.tasks": "TaskError",
     "workbench.rewards.scoring": "RewardError",
     "workbench.engine.hub": "ModelLoadError",
+    "workbench.engine.checkpoint": "RunHeld",
     "workbench.store.schema": "StoreError",
     "workbench.store.queries": "SQLError",
     "workbench.integrations.export": "ExportError",
@@ -59,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     train_parser = commands.add_parser("train", help="train headless with a progress bar")
-    train_parser.add_argument("--task", help=f"a sample task ({', '.join(sample_task_names())}) or a task folder")
+    train_parser.add_argument(
+        "--task",
+        help=f"a sample task ({', '.join(sample_task_names())}), a task folder, or hf:DATASET[:CONFIG] (with --reward)",
+    )
     train_parser.add_argument("--workspace", default="runs", help="folder of the store and checkpoints")
     train_parser.add_argument("--resume", metavar="RUN_ID", help="continue a stopped, paused or failed run")
     train_parser.add_argument("--sweep-id", help=argparse.SUPPRESS)  # set by `sweep` for each of its runs
@@ -71,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser = commands.add_parser(
         "sweep", help="train every combination of a grid of config values, for each seed, one process per run"
     )
-    sweep_parser.add_argument("--task", required=True, help="a sample task or a task folder")
+    sweep_parser.add_argument("--task", required=True, help="a sample task, a task folder, or hf:DATASET[:CONFIG]")
     sweep_parser.add_argument(
         "--grid",
         action="append",
@@ -88,13 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.set_defaults(command=training.run_sweep)
 
     validate_parser = commands.add_parser("validate", help="check a task's reward functions before training")
-    validate_parser.add_argument("--task", required=True, help="a sample task or a task folder (its prompts)")
+    validate_parser.add_argument(
+        "--task", required=True, help="a sample task, a task folder, or hf:DATASET[:CONFIG] (its prompts)"
+    )
     add_reward_flag(validate_parser)
     add_config_flags(validate_parser)
     validate_parser.set_defaults(command=reward_checks.run_validate)
 
     dry_parser = commands.add_parser("dry-run", help="sample groups from the base model and score them")
-    dry_parser.add_argument("--task", required=True, help="a sample task or a task folder")
+    dry_parser.add_argument("--task", required=True, help="a sample task, a task folder, or hf:DATASET[:CONFIG]")
     dry_parser.add_argument("--prompts", type=int, default=8, help="how many prompts to sample a group for")
     add_reward_flag(dry_parser)
     add_config_flags(dry_parser)
@@ -152,9 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_parser.add_argument("--workspace", default="runs", help="folder of the store")
     doctor_parser.set_defaults(command=inspection.run_doctor)
 
+    generation.add_parser(commands)  # generate: base model and adapter side by side
+
     app_parser = commands.add_parser("app", help="serve the app in a browser (what `python app.py` does)")
     app.add_app_flags(app_parser)
     app_parser.set_defaults(command=app.run_app)
+    hashing = commands.add_parser("hash-password", help="a password (on stdin) as a classroom users file may hold it")
+    hashing.set_defaults(command=app.run_hash_password)
 
     tiny_parser = commands.add_parser("build-tiny", help="rebuild the built-in tiny model from its recipe (~4 min)")
     tiny_parser.add_argument("--out", help="folder to write (default: the package's own tiny_model folder)")

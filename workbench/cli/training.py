@@ -32,7 +32,7 @@ def run_train(args: argparse.Namespace) -> int:
         task = task_from_args(args, args.task or run["task_path"])
     else:
         if not args.task:
-            raise TaskError("--task is required: a sample task name or a task folder")
+            raise TaskError("--task is required: a sample task name, a task folder, or hf:DATASET[:CONFIG]")
         config = config_from_args(args)
         task = task_from_args(args, args.task)
     stop = threading.Event()
@@ -40,6 +40,9 @@ def run_train(args: argparse.Namespace) -> int:
     sweep = dict(sweep_id=args.sweep_id, grid=args.sweep_grid)
     events = train(config, task, args.workspace, resume=args.resume, stop=stop, **sweep)
     if distributed.is_main():
+        from workbench.rewards.sandbox import sandbox_status
+
+        print(f"rewards: {sandbox_status()}", file=sys.stderr)
         follow_run = functools.partial(follow, config=config, workspace=args.workspace)
     else:
         follow_run = follow_quietly  # under torchrun rank 0 reports the run; the others, their own failure

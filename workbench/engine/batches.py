@@ -3,6 +3,9 @@
 A round samples P prompts x G completions (each group from its own seed) and scores them in the reward
 worker. With DAPO's dynamic sampling a step samples more rounds of P new prompts until P groups have
 rewards that differ, and marks once which groups the update trains on: the rest are stored as dropped.
+With use_kl_in_reward (and beta > 0) the step then takes the policy's and the reference's log-probs of every
+completion and subtracts beta x the completion's summed KL from its reward (`penalise`): the advantages see
+the penalised reward, the store the reward functions' sum and the penalty beside their values.
 Under torchrun each process samples its share of every round's prompts (workbench.engine.distributed).
 """
 
@@ -20,7 +23,7 @@ from torch import Tensor
 from workbench.config import Config
 from workbench.engine import distributed, grpo
 from workbench.engine.policy import Policy
-from workbench.engine.rollout import Rollouts, sample_groups
+from workbench.engine.rollout import Rollouts, micro_batches, sample_groups
 from workbench.rewards.scoring import Scorer, Scores
 from workbench.rewards.tasks import Task
 
@@ -32,13 +35,15 @@ class Round:
     rows: list[dict]
     rollouts: Rollouts
     scores: Scores
-    rewards: Tensor  # (B,) NaN where unscored
+    rewards: Tensor  # (B,) what the advantages use: r_i, less kl_penalty with use_kl_in_reward; NaN where unscored
     seconds_sample: float
     seconds_score: float
     first_group_id: int = 0  # the step's groups are numbered round x P + g over every process's
     trained: Tensor | None = None  # (P,) bool: the groups the update trains on (all but dynamic sampling's drops)
     values: Tensor | None = None  # (B, T) the critic's V_t at sampling (ppo)
     returns: Tensor | None = None  # (B, T) the critic's targets R_t (ppo)
+    ref_log_probs: Tensor | None = None  # (B, T) log pi_ref, taken before the advantages (use_kl_in_reward)
+    kl_penalty: Tensor | None = None  # (B,) beta x sum_t k_t, subtracted from rewards (use_kl_in_reward)
 
     @property
     def trained_rows(self) -> Tensor:
@@ -78,6 +83,9 @@ def scored_batches(
         started = time.perf_counter()
         rounds = distributed.agree(sample_rounds, policy, scorer, task, step, config)
         mark_trained(rounds, config)
+        if config.use_kl_in_reward and config.beta > 0:
+            for one in rounds:
+                penalise(policy, one, config)
         yield ScoredBatch(step, rounds, started)
 
 
@@ -112,7 +120,7 @@ def sample_round(
     seeds = group_seeds(config.seed, step, first_group_id, len(rows))
     rollouts = sample(policy, rows, config, seeds, prompt_width)  # B = P x G
     sampled = time.perf_counter()
-    scores = score(scorer, rows, rollouts, config, step)
+    scores = score(scorer, rows, rollouts, config, step, policy)
     seconds = (sampled - started, time.perf_counter() - sampled)
     return Round(rows, rollouts, scores, grpo.reward_tensor(scores.rewards), *seconds, first_group_id)
 
@@ -128,6 +136,26 @@ def mark_trained(rounds: list[Round], config: Config) -> None:
         signal = grpo.has_signal(one.rewards, config.group_size)  # (P,)
         one.trained = signal & (signal.cumsum(dim=0) <= wanted)
         wanted -= int(one.trained.sum())
+
+
+@torch.no_grad()
+def penalise(policy: Policy, one: Round, config: Config) -> None:
+    """The KL in the reward (use_kl_in_reward): log pi_theta (the policy that sampled, by the update's forward)
+    and log pi_ref of the round's completions, micro-batch by micro-batch; the reward less beta x sum_t k_t
+    (`grpo.kl_penalty`), which the store keeps per completion beside the reward functions' values."""
+    rollouts, G, T = one.rollouts, config.group_size, config.temperature
+    log_probs = torch.zeros_like(rollouts.sampling_log_probs)  # (B, T)
+    ref_log_probs = torch.zeros_like(log_probs)
+    for rows in micro_batches(rollouts, G, config.micro_batch_tokens):
+        part = rollouts.select(rows)
+        width, inputs = part.completion_ids.shape[1], part.model_inputs()
+        log_probs[rows, :width] = policy.log_probs(*inputs, G, T).to(log_probs)
+        ref_log_probs[rows, :width] = policy.reference_log_probs(*inputs, group_size=G, temperature=T).to(log_probs)
+    mask = rollouts.completion_mask.to(log_probs)
+    one.kl_penalty = grpo.kl_penalty(log_probs, ref_log_probs, mask, config.beta, config.kl_estimator).cpu()
+    one.ref_log_probs = ref_log_probs
+    one.rewards = one.rewards - one.kl_penalty  # NaN (unscored) stays NaN
+    one.scores.values["kl_penalty"] = one.kl_penalty.tolist()
 
 
 def sample(
@@ -154,10 +182,17 @@ def group_seeds(seed: int, step: int, first_group_id: int, count: int) -> list[i
     return [int.from_bytes(hashlib.blake2b(f"{seed}/{step}/{g}".encode(), digest_size=7).digest()) for g in ids]
 
 
-def score(scorer: Scorer, rows: list[dict], rollouts: Rollouts, config: Config, step: int) -> Scores:
-    """The reward functions' values for every completion of the rows' groups (in the reward worker)."""
+def score(
+    scorer: Scorer, rows: list[dict], rollouts: Rollouts, config: Config, step: int, policy: Policy | None = None
+) -> Scores:
+    """The reward functions' values for every completion of the rows' groups (in the reward worker), and the reward
+    models' and the LLM judge's (here); the judge asks `policy`'s base model, its adapter off, and its seconds are
+    charged to the step (`Run.record` stores them as seconds_judge)."""
+    if policy is not None:
+        scorer.models.use_policy(policy)
     group_rows = [row for row in rows for _ in range(config.group_size)]  # (B,)
-    return scorer.score(group_rows, rollouts.completions, rollouts.completion_id_lists, global_step=step - 1)
+    with scorer.models.timing(step):
+        return scorer.score(group_rows, rollouts.completions, rollouts.completion_id_lists, global_step=step - 1)
 
 
 def group_rows(mask: Tensor, group_size: int) -> Tensor:

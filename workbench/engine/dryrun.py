@@ -115,7 +115,7 @@ def dry_run(
     `rewards` defaults to the task's own; `policy` (a loaded one, e.g. mid-run) defaults to the base model.
     """
     rows = task.batch(1, num_prompts, config.seed)  # the prompts a run's first step sees
-    with Scorer(rewards or task.rewards, task.columns, config) as scorer:
+    with Scorer(rewards or task.rewards, task.columns, config, task.folder) as scorer:
         threads = ThreadPolicy(config.threads)  # a dry run beside a training run takes the cores it leaves
         policy = policy or load_policy(config)
         threads.decide()

@@ -9,6 +9,7 @@ that file is dequantised once into an ordinary bf16 model folder in the workbenc
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -38,6 +39,15 @@ OFFLINE_COPIES = {
     ),
 }
 MODEL_CHOICES = ("tiny", SMOLLM2)  # what the app's model field offers; any other id or folder may be typed
+# The settings a model's runs start from: the app's form starts with the default model's (its first run), and choosing
+# a model fills these fields in (they stay editable). tiny: the first run that rises most within a minute on arithmetic
+# (bench/first_run.py, docs/figures.md#the-first-run): twice Config's rate (2e-3 and above fell apart) for 100 steps.
+# SmolLM2: the recipe of notes/real-models-offline.md (lr 2e-4, LoRA r 16 on a 135M model) with room for a sentence; a
+# lower rate than tiny's, whose 3M weights move slowly.
+MODEL_PRESETS = {
+    "tiny": dict(learning_rate=1e-3, max_new_tokens=48, lora_rank=16, lora_alpha=32.0, group_size=8, steps=100),
+    SMOLLM2: dict(learning_rate=2e-4, max_new_tokens=64, lora_rank=16, lora_alpha=32.0, group_size=8, steps=60),
+}
 
 
 def cache_root() -> Path:
@@ -64,6 +74,33 @@ def resolve_model(name: str) -> str:
     if name in OFFLINE_COPIES and not hub_has(name):
         return str(offline_copy(name))
     return name
+
+
+def has_chat_template(name: str) -> bool:
+    """Whether the model's tokenizer has a chat template, read from its files without loading it: the tiny model's,
+    a local folder's, or a hub model's in the hub's cache; False when none of them can be found."""
+    if name in OFFLINE_COPIES:
+        return True  # instruct models: SmolLM2-Instruct's tokenizer carries ChatML
+    folder = Path(tiny_model_path() if name == "tiny" else name).expanduser()
+    template, settings = (
+        (folder / "chat_template.jinja", folder / "tokenizer_config.json")
+        if folder.is_dir()
+        else (_cached(name, "chat_template.jinja"), _cached(name, "tokenizer_config.json"))
+    )
+    if template is not None and template.exists():
+        return True
+    return settings is not None and settings.exists() and "chat_template" in json.loads(settings.read_text())
+
+
+def _cached(repo_id: str, file: str) -> Path | None:
+    """A file of a hub model in the hub's cache, or None (not cached, or not a hub id)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, file)
+    except ValueError:  # not a repo id (HFValidationError): a folder that does not exist
+        return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def hub_has(repo_id: str) -> bool:

@@ -63,7 +63,7 @@ def sample_groups_again(policy: Policy, task: Task, config: Config, resamples: i
     config = dataclasses.replace(config, group_size=group_size)
     rows = task.batch(1, config.prompts_per_step, config.seed)
     batches, rewards = [], []
-    with Scorer(task.rewards, task.columns, config) as scorer:
+    with Scorer(task.rewards, task.columns, config, task.folder) as scorer:
         for _ in range(resamples):
             rollouts = sample(policy, rows, config)
             batches.append(rollouts)

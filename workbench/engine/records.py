@@ -173,9 +173,10 @@ class Checkup:
         self.evals = store.records("SELECT * FROM evals WHERE run_id = $1 ORDER BY step", [run_id])
         self.firing: set[str] = set()
 
-    def after(self, step: int, metrics: dict) -> list[health.Finding]:
+    def after(self, step: int, metrics: dict, groups: list[Group]) -> list[health.Finding]:
         self.steps.append({"step": step, **metrics})
-        findings = health.diagnose(self.steps, self.config, self.evals)
+        completions = [(str(g.prompt), c) for g in groups for c in g.completions]  # a chat prompt by its text
+        findings = health.diagnose(self.steps, self.config, self.evals, completions)
         started = [f for f in findings if f.check not in self.firing]
         self.firing = {f.check for f in findings}
         return started

@@ -20,13 +20,21 @@ import torch
 
 from workbench.config import Config, ConfigError
 from workbench.engine import distributed
-from workbench.engine.checkpoint import checkpoint_folder, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from workbench.engine.checkpoint import (
+    checkpoint_folder,
+    hold,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from workbench.engine.evaluation import due, evaluate
 from workbench.engine.hardware import peak_memory_mib, reset_peak_memory
 from workbench.engine.policy import Policy, load_policy
 from workbench.engine.ppo import Critic, load_critic
 from workbench.engine.records import Checkup, StepRecord, step_metrics
 from workbench.engine.threads import ThreadPolicy
+from workbench.engine.trackers import check_tracker, open_tracker
 from workbench.events import (
     Evaluated,
     Event,
@@ -80,42 +88,59 @@ def open_run(
     """A new run (named `run_id`, or a new id), or run `resume` restored from its checkpoint (steps stored after
     it are redone)."""
     store = Store(workspace)
-    if resume is not None:
-        check_resumable(store, resume, config)
-    threads = ThreadPolicy(config.threads)  # what other processes use while the model loads decides the first
-    learner = load_learner(config)
-    if resume is None:
-        distributed.broadcast_parameters(learner.policy.trainable_parameters())
-        run_id, step = distributed.broadcast(run_id or new_run_id(task.name)), 0
-        if distributed.is_main():
-            store.create_run(
-                run_id, task.name, task.folder, config.model, config.to_dict(), task.rewards.text, sweep_id, grid
-            )
-    else:
-        folder = checkpoint_folder(store.workspace, resume)
-        state = load_checkpoint(folder, learner.policy, learner.optimizer, learner.critic)
-        set_rng_state(state.rng)
-        run_id, step = resume, state.step
-        if distributed.is_main():
-            store.truncate_run(run_id, step)
-            store.set_status(run_id, "running")
-            store.set_config(run_id, config.to_dict())  # a resumed run may run to another last step
-    return Run(store, config, task, scorer, learner, run_id, step, threads)
+    run_id = distributed.broadcast(resume or run_id or new_run_id(task.name))
+    lock = hold(workspace, run_id) if distributed.is_main() else None  # one process trains a run at a time
+    try:
+        if resume is not None:
+            check_resumable(store, resume, config)
+        threads = ThreadPolicy(config.threads)  # what other processes use while the model loads decides the first
+        check_tracker(config)  # report_to's package and login, before the model loads
+        learner = load_learner(config)
+        step = 0 if resume is None else restore(store, config, learner, resume)
+        if resume is None:
+            distributed.broadcast_parameters(learner.policy.trainable_parameters())
+            if distributed.is_main():
+                rewards = task.rewards.text
+                store.create_run(
+                    run_id, task.name, task.folder, config.model, config.to_dict(), rewards, sweep_id, grid
+                )
+        return Run(store, config, task, scorer, learner, run_id, step, threads, lock)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+
+
+def restore(store: Store, config: Config, learner: Learner, run_id: str) -> int:
+    """The learner as the run's checkpoint holds it, and the RNG; the steps stored after it are dropped (redone).
+    -> the checkpoint's step"""
+    state = load_checkpoint(
+        checkpoint_folder(store.workspace, run_id), learner.policy, learner.optimizer, learner.critic
+    )
+    set_rng_state(state.rng)
+    if distributed.is_main():
+        store.truncate_run(run_id, state.step)
+        store.set_status(run_id, "running")
+        store.set_config(run_id, config.to_dict())  # a resumed run may run to another last step
+    return state.step
 
 
 class Run:
     """An open run: its id, the last step it completed, what it trains, and where its steps go."""
 
-    def __init__(self, store, config, task: Task, scorer: Scorer, learner: Learner, run_id: str, step, threads):
+    def __init__(self, store, config, task: Task, scorer: Scorer, learner: Learner, run_id: str, step, threads, lock):
         self.store, self.config, self.task, self.scorer, self.learner = store, config, task, scorer, learner
         self.run_id, self.step, self.first_step = run_id, step, step
         self.threads: ThreadPolicy = threads
+        self.lock = lock  # the run's lock file, held until the run ends (checkpoint.hold)
         threads.decide()
         self.main = distributed.is_main()
         self.checkpoint = checkpoint_folder(store.workspace, run_id)
         self.rng = rng_state()  # at the start of step + 1: what a checkpoint keeps
         self.writer = StepWriter(store) if self.main else None  # commits each step on a background thread
         self.checkup = Checkup(store, run_id, config) if self.main else None
+        self.tracker = open_tracker(config, run_id, task.name) if self.main else None  # report_to
+        scorer.models.use_policy(learner.policy)  # the LLM judge asks its base model (adapter off): no second copy
         self.stored_source = None  # the reward source whose version the store holds
         self.ended: Event | None = None  # RunFinished, RunPaused or RunFailed, once the run is over
         reset_peak_memory(learner.policy.device)  # the run's peak and pace, stored as it ends
@@ -141,10 +166,12 @@ class Run:
         self.step, self.rng = record.step, rng_state()  # what the next step starts from
         threads = self.threads.choice.threads
         self.threads.decide()  # the next step's, from what other processes used during this one
+        seconds_judge = self.scorer.models.step_seconds.pop(record.step, None)  # of seconds_score; None: no judge
         if not self.main:
             return
         step, source = record.step, self.scorer.source
         metrics = step_metrics(record, self.config.group_size) | metrics | timings(record, finished, threads)
+        metrics["seconds_judge"] = seconds_judge
         rows = step_rows(
             self.run_id,
             step,
@@ -159,9 +186,11 @@ class Run:
         )
         self.writer.write(rows)
         self.stored_source = source
+        if self.tracker is not None:
+            self.tracker.log(step, metrics, record.groups)  # TRL's metric names and completions table
         yield StepFinished(self.run_id, step, metrics)
         yield from self.evaluate(step)
-        for finding in self.checkup.after(step, metrics):  # the checks that start firing at this step
+        for finding in self.checkup.after(step, metrics, record.groups):  # the checks that start firing at this step
             self.writer.write({"health": [dict(run_id=self.run_id, step=step, name=finding.check, **finding.words)]})
             yield HealthWarning(self.run_id, finding)
         if step % self.config.checkpoint_every == 0:
@@ -203,12 +232,17 @@ class Run:
     def close(self, status: str, error: str | None) -> None:
         if not self.main:
             return
-        self.writer.close()
-        if self.step > 0:
-            self.learner.save(self.checkpoint, self.step, self.rng)
-        self.store.set_status(self.run_id, status, error)
-        steps_per_second = (self.step - self.first_step) / (time.perf_counter() - self.opened)  # checkpoints in
-        self.store.set_run_stats(self.run_id, peak_memory_mib(self.learner.policy.device), steps_per_second or None)
+        try:
+            if self.tracker is not None:
+                self.tracker.finish()
+            self.writer.close()
+            self.learner.save(self.checkpoint, self.step, self.rng)  # at step 0 too: a run paused there resumes
+            self.store.set_status(self.run_id, status, error)
+            steps_per_second = (self.step - self.first_step) / (time.perf_counter() - self.opened)  # checkpoints in
+            self.store.set_run_stats(self.run_id, peak_memory_mib(self.learner.policy.device), steps_per_second or None)
+        finally:
+            if self.lock is not None:
+                self.lock.close()
 
 
 def timings(record: StepRecord, finished: float, threads: int) -> dict:
@@ -232,6 +266,7 @@ RESUMABLE_CHANGES = (
     "device",
     "threads",
     "log_token_stats",
+    "report_to",
     "eval_steps",
     "eval_max_prompts",
     "eval_num_generations",

@@ -51,7 +51,7 @@ def train(
     distributed.check(config)
     task = task.split(config.eval_split)  # held-out prompts are evaluated on, never trained on
     check_held_out(task, config)
-    with Scorer(task.rewards, task.columns, config) as scorer:
+    with Scorer(task.rewards, task.columns, config, task.folder) as scorer:
         scorer.probe(task.rows)  # reward code is checked before any model loads
         with open_run(config, task, scorer, workspace, resume, sweep_id=sweep_id, grid=grid, run_id=run_id) as run:
             yield from run.start()

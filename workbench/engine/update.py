@@ -3,8 +3,10 @@
 Each micro-batch holds whole groups (`rollout.micro_batch_parts`); its loss is normalised by the whole
 batch's counts, summed over every process under torchrun, so the summed gradients are the full batch's
 gradient (workbench.engine.grpo, choice 9). The reference's log-probs (beta > 0) and pi_old's (more than one
-iteration) are taken once, before the first optimizer step. The first pass also measures how far the
-sampler's log-probs are from the trained policy's, and the last keeps each token's numbers for the token view.
+iteration) are taken once, before the first optimizer step; with use_kl_in_reward the reference's were taken
+before the advantages (workbench.engine.batches) and serve here only to measure `kl`. The first pass also
+measures how far the sampler's log-probs are from the trained policy's, and the last keeps each token's
+numbers for the token view.
 """
 
 from __future__ import annotations
@@ -45,12 +47,16 @@ def update_policy(learner, batch: ScoredBatch, advantages: list[Tensor], config:
     if critic is not None:
         set_learning_rate(critic.optimizer, learning_rate)
     trained = [
-        (one.rollouts.select(rows), a[rows].to(policy.device))
+        (
+            one.rollouts.select(rows),
+            a[rows].to(policy.device),
+            None if one.ref_log_probs is None else one.ref_log_probs[rows],
+        )
         for one, a in zip(batch.rounds, advantages)
         if (rows := one.trained_rows).numel()
     ]
     scored_any = any(not one.rewards.isnan().all() for one in batch.rounds)  # a reward function scored something
-    learnable = any(loss_mask(rollouts, config).any() for rollouts, _ in trained)
+    learnable = any(loss_mask(rollouts, config).any() for rollouts, _, _ in trained)
     metrics = dict.fromkeys(UPDATE_METRICS) | {"learning_rate": learning_rate}
     if not distributed.any_rank(scored_any, policy.device) or not distributed.any_rank(learnable, policy.device):
         return metrics, None
@@ -67,29 +73,33 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) ->
 
 
 def gradient_steps(
-    policy: Policy, optimizer: torch.optim.Optimizer, batches: list[tuple[Rollouts, Tensor]], config: Config
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    batches: list[tuple[Rollouts, Tensor, Tensor | None]],
+    config: Config,
 ) -> tuple[dict[str, float | None], list[dict] | None]:
     """num_iterations optimizer steps on the batch, each accumulating over micro-batches.
 
-    batches: the rollouts to train on, with their advantages (B,) or (B, T): one per sampling round, since a
-    micro-batch keeps its round's prompt padding (`Rollouts.select`). -> the step's metrics, and each trained
-    completion's per-token numbers at the last pass (`token_stats`) in the batches' row order, with
-    `log_token_stats`."""
+    batches: the rollouts to train on, with their advantages (B,) or (B, T) and the reference's log-probs (B, T)
+    where they were taken already (use_kl_in_reward), else None: one per sampling round, since a micro-batch keeps
+    its round's prompt padding (`Rollouts.select`). -> the step's metrics, and each trained completion's per-token
+    numbers at the last pass (`token_stats`) in the batches' row order, with `log_token_stats`."""
     G, temperature = config.group_size, config.temperature
     counts = [
-        sum(len(rollouts.completions) for rollouts, _ in batches),
-        sum(int(loss_mask(rollouts, config).sum()) for rollouts, _ in batches),
-        sum(int(rollouts.completion_mask.sum()) for rollouts, _ in batches),
+        sum(len(rollouts.completions) for rollouts, _, _ in batches),
+        sum(int(loss_mask(rollouts, config).sum()) for rollouts, _, _ in batches),
+        sum(int(rollouts.completion_mask.sum()) for rollouts, _, _ in batches),
     ]
     batch_completions, batch_tokens, sampled_tokens = map(int, distributed.all_sum(counts, policy.device))
     parts = [
-        part for rollouts, a in batches for part in micro_batch_parts(rollouts, (a,), G, config.micro_batch_tokens)
+        (part, a, taken[0] if taken else None)  # taken: the reference's log-probs, where the step took them already
+        for rollouts, advantages, ref in batches
+        for part, a, *taken in micro_batch_parts(
+            rollouts, (advantages,) if ref is None else (advantages, ref), G, config.micro_batch_tokens
+        )
     ]
-    inputs = [part.model_inputs() for part, _ in parts]
-    ref_log_probs = [
-        policy.reference_log_probs(*m, group_size=G, temperature=temperature) if config.beta > 0 else None
-        for m in inputs
-    ]
+    inputs = [part.model_inputs() for part, _, _ in parts]
+    ref_log_probs = [reference_log_probs(policy, m, taken, config) for (_, _, taken), m in zip(parts, inputs)]
     old_log_probs = [
         old_policy_log_probs(policy, m, G, temperature) if config.num_iterations > 1 else None for m in inputs
     ]
@@ -98,7 +108,7 @@ def gradient_steps(
     with policy.training():
         for iteration in range(config.num_iterations):
             optimizer.zero_grad(set_to_none=True)
-            for (part, advantages), m, ref, old in zip(parts, inputs, ref_log_probs, old_log_probs):
+            for (part, advantages, _), m, ref, old in zip(parts, inputs, ref_log_probs, old_log_probs):
                 log_probs = policy.log_probs(*m, G, temperature)  # (b, T)
                 if iteration == 0:  # TRL's sampling/sampling_logp_difference: sampler against the trained policy
                     gap = (log_probs.detach() - part.sampling_log_probs).abs()[part.completion_mask.bool()]
@@ -118,6 +128,9 @@ def gradient_steps(
                     batch_completions=batch_completions,
                     batch_tokens=batch_tokens,
                     max_new_tokens=config.max_new_tokens,
+                    importance_sampling_level=config.importance_sampling_level,
+                    kl_estimator=config.kl_estimator,
+                    kl_in_loss=not config.use_kl_in_reward,
                 )
                 loss.backward()
                 if tokens is not None and iteration == config.num_iterations - 1:
@@ -150,15 +163,38 @@ def update_metrics(totals: dict, config: Config, batch_tokens: int, sampled_toke
 
 
 @torch.no_grad()
+def reference_log_probs(policy: Policy, inputs, taken: Tensor | None, config: Config) -> Tensor | None:
+    """log pi_ref of a micro-batch: the one the step took before its advantages (use_kl_in_reward), or taken now;
+    None with beta 0 (the reference is never run).  (b, T)"""
+    if taken is not None:
+        return taken.to(policy.device)
+    if config.beta == 0:
+        return None
+    return policy.reference_log_probs(*inputs, group_size=config.group_size, temperature=config.temperature)
+
+
+@torch.no_grad()
 def old_policy_log_probs(policy: Policy, inputs, group_size: int, temperature: float) -> Tensor:
     """log pi_old: the sampling policy, before this batch's first update.  (b, T)"""
     return policy.log_probs(*inputs, group_size, temperature)
 
 
 def token_stats(policy: Policy, part: Rollouts, advantages, log_probs, old_log_probs, ref_log_probs, config) -> list:
-    """Each completion's tokens with log p under the policy and the reference, the ratio, whether the clip
-    cut its gradient, the KL term and the sampler's entropy: what the token view shows.  -> a dict per row"""
-    _, clipped = grpo.clipped_surrogate(log_probs, old_log_probs, advantages, config.clip_epsilon, config.epsilon_high)
+    """Each completion's tokens with log p under the policy and the reference, the ratio per token, whether the clip
+    (or cispo's cap) bound, k3's KL and the sampler's entropy: what the token view shows.  -> a dict per row
+
+    With importance_sampling_level 'sequence', `clipped` marks every token of a completion whose ratio (exp of its
+    tokens' mean log ratio) was clipped."""
+    _, clipped, _ = grpo.policy_objective(
+        log_probs,
+        old_log_probs,
+        advantages,
+        loss_mask(part, config),
+        loss_type=config.loss_type,
+        clip_epsilon=config.clip_epsilon,
+        epsilon_high=config.epsilon_high,
+        importance_sampling_level=config.importance_sampling_level,
+    )
     ratio = (log_probs - old_log_probs).exp()
     kl = None if ref_log_probs is None else grpo.kl_k3(log_probs, ref_log_probs)
     columns = dict(

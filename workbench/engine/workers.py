@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -27,9 +28,19 @@ if METHOD == "forkserver":
     CONTEXT.set_forkserver_preload(PRELOAD)
 
 
+CALLS = threading.BoundedSemaphore(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
 def warm_up() -> None:
-    """Start the fork server in the background (it imports the engine: seconds), so that a Start does not wait."""
-    threading.Thread(target=_start_one, daemon=True).start()
+    """Start the fork server in the background (it imports the engine: seconds), so that a Start does not wait;
+    once per process."""
+    global _warming
+    if _warming is None:
+        _warming = threading.Thread(target=_start_one, daemon=True)
+        _warming.start()
+
+
+_warming: threading.Thread | None = None
 
 
 def _start_one() -> None:
@@ -46,6 +57,8 @@ def die_with_parent() -> None:
 
 
 def call(function, *arguments):
-    """function(*arguments) in a worker process: its result, or its exception raised here."""
-    with ProcessPoolExecutor(1, mp_context=CONTEXT, initializer=die_with_parent) as pool:
+    """function(*arguments) in a worker process: its result, or its exception raised here. At most one such call
+    per core at once, whoever asks (a class of students dry-running at the same time waits in turn here, rather
+    than loading a model each at once)."""
+    with CALLS, ProcessPoolExecutor(1, mp_context=CONTEXT, initializer=die_with_parent) as pool:
         return pool.submit(function, *arguments).result()

@@ -7,8 +7,10 @@
     train.jsonl       the task's training prompts with all their columns, in the order the run drew them
     eval.jsonl        the held-out prompts (an eval file, or the run's eval_split), when there are any
     launch.sh         one GPU; several with accelerate (DDP, DeepSpeed ZeRO-2, FSDP); several nodes
-    requirements.txt  trl, transformers, peft, torch, accelerate, datasets, pinned to this environment
+    requirements.txt  trl, transformers, peft, torch, accelerate, datasets, each pinned (==) to this environment's
     PARITY.md         each setting: mapped exactly, set where TRL's default differs, close, or not mapped
+    model/            the built-in tiny model, when the run trained it: grpo.yaml loads ./model, so the project
+                      trains on any machine (a hub id is kept as it is; a local folder is named, with a warning)
 
 The batch. A workbench step samples P x G completions and makes one optimizer step on them (num_iterations
 of them). In TRL that is per_device_train_batch_size x gradient_accumulation_steps x processes = P x G, with
@@ -50,8 +52,19 @@ from workbench.rewards.scoring import RewardSource, Scorer
 from workbench.rewards.tasks import load_task
 from workbench.store.database import Store, StoreError, stored_prompt
 
-PINNED = ("trl", "transformers", "peft", "torch", "accelerate", "datasets")
+# The versions the export's end-to-end test trained with (tests/test_export.py): the pin of a package that the
+# exporting environment lacks (an app installed without the dev extras has no trl, accelerate or datasets).
+TESTED_WITH = {
+    "trl": TRL_VERSION,
+    "transformers": "5.25.0",
+    "peft": "0.21.2",
+    "torch": "2.13.0",
+    "accelerate": "1.16.0",
+    "datasets": "5.2.0",
+}
+PINNED = tuple(TESTED_WITH)
 FILES = ("grpo.yaml", "rewards.py", "train.jsonl", "eval.jsonl", "launch.sh", "requirements.txt", "PARITY.md")
+MODEL_FOLDER = "model"  # the tiny model's copy in the project
 
 
 class ExportError(ValueError):
@@ -79,14 +92,19 @@ def export_trl(workspace: str | Path, run_id: str, out: str | Path, force: bool 
     task = load_task(run["task_path"]).split(config.eval_split)
     rows = task.batch(1, len(task.rows), config.seed)  # the first epoch, in the order the run drew it
     source, versions = run_reward(store, run)
-    with Scorer(source, task.columns, config) as scorer:  # the reward code runs in the worker, never here
-        names = scorer.names
-    settings = trl_settings(config, model_path(config.model), names, run_id)
-    problems, changed = unsupported(config), _prompts_changed(store, run_id, rows, config)
+    with Scorer(source, task.columns, config, task.folder) as scorer:  # the reward code runs in the worker, never here
+        names, declared = list(scorer.lines), scorer.models.declared  # its functions; its reward models and judge
+    reward_models = tuple(model_path(name) for name in declared.reward_models)
+    settings = trl_settings(config, model_path(config.model), names, run_id, reward_models)
+    problems, changed = unsupported(config), _prompts_changed(store, run_id, rows, config) + _local_model(config)
+    changed += _model_rewards(declared)
     notes = close_notes(config, len(rows), versions) + changed
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.jsonl").unlink(missing_ok=True)  # a forced export over an older one keeps no stale file
+    shutil.rmtree(out / MODEL_FOLDER, ignore_errors=True)
+    if _is_tiny(config.model):
+        shutil.copytree(_tiny_path(), out / MODEL_FOLDER)
     (out / "grpo.yaml").write_text(grpo_yaml(settings, run_id, problems))
     (out / "rewards.py").write_text(source.text)
     _write_jsonl(out / "train.jsonl", rows)
@@ -126,13 +144,48 @@ def run_reward(store: Store, run: dict) -> tuple[RewardSource, int]:
 
 
 def model_path(model: str) -> str:
-    """What TRL loads: the tiny model's folder, a local folder as an absolute path, or the hub id as it is."""
-    if model == "tiny":
-        from workbench.engine.tiny import tiny_model_path  # torch and transformers load only for the tiny model
-
-        return str(tiny_model_path())
+    """What grpo.yaml loads: the tiny model's copy in the project (./model, launch.sh runs in the project's
+    folder), another local folder as an absolute path, or the hub id as it is."""
+    if _is_tiny(model):
+        return f"./{MODEL_FOLDER}"
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
+
+
+def _tiny_path() -> Path:
+    from workbench.engine.tiny import tiny_model_path  # torch and transformers load only for a local model
+
+    return tiny_model_path()
+
+
+def _is_tiny(model: str) -> bool:
+    """'tiny', or the tiny model's folder named by its path (as tests and notebooks do)."""
+    path = Path(model).expanduser()
+    return model == "tiny" or (path.is_dir() and path.resolve() == _tiny_path().resolve())
+
+
+def _model_rewards(declared) -> list[str]:
+    """Warnings for the reward models that are folders of this machine, and for an LLM judge, which TRL lacks."""
+    local = [Path(name).expanduser().resolve() for name in declared.reward_models if Path(name).expanduser().exists()]
+    warnings = [f"reward model {path} is a folder of this machine: copy it with the project" for path in local]
+    if declared.judge_rubric:
+        warnings.append(
+            "the run's LLM judge (JUDGE_RUBRIC in rewards.py) is not in reward_funcs: TRL's reward functions do not "
+            "see the policy's model, so the project trains without it (a reward function that loads a model of its "
+            "own can stand in for it)"
+        )
+    return warnings
+
+
+def _local_model(config: Config) -> list[str]:
+    """A warning when grpo.yaml names a folder of this machine: the project does not carry it."""
+    path = Path(config.model).expanduser()
+    if _is_tiny(config.model) or not path.exists():
+        return []
+    return [
+        f"model_name_or_path is {path.resolve()}, a folder of this machine: copy it beside the project on the "
+        "machine that trains, or set model_name_or_path in grpo.yaml to the model's hub id"
+    ]
 
 
 def grpo_yaml(settings: list[Setting], run_id: str, problems: list[str]) -> str:
@@ -157,11 +210,13 @@ def grpo_yaml(settings: list[Setting], run_id: str, problems: list[str]) -> str:
 def parity_markdown(config: Config, settings: list[Setting], run: dict, problems: list[str], notes: list[str]) -> str:
     """PARITY.md: the defaults that differ, what maps exactly, TRL's own options, what is close, what is not."""
     P, G = config.prompts_per_step, config.group_size
+    held_out = f"{run['held_out']} held out in eval.jsonl" if run["held_out"] else "none held out"
+    model = f"tiny (its copy in {MODEL_FOLDER}/)" if _is_tiny(run["model"]) else run["model"]
     lines = [
         f"# Workbench run {run['run_id']} as a TRL {TRL_VERSION} project",
         "",
-        f"Task {run['task']} ({run['train']} training prompts in train.jsonl, {run['held_out']} held out in "
-        f"eval.jsonl), model {run['model']}, {config.steps} steps of P x G = {P} x {G} completions, advantage "
+        f"Task {run['task']} ({run['train']} training prompts in train.jsonl, {held_out}), model "
+        f"{model}, {config.steps} steps of P x G = {P} x {G} completions, advantage "
         f"estimator {config.advantage_estimator!r}. Written {datetime.now():%Y-%m-%d %H:%M} by `python -m workbench "
         "export`. Run it with `bash launch.sh` (its header shows several GPUs and nodes).",
     ]
@@ -276,11 +331,15 @@ exec trl grpo --config grpo.yaml --accelerate_config "$ACCELERATE_CONFIG" --num_
 
 
 def requirements() -> str:
-    """The packages the project runs on, pinned to this environment's versions (trl to the mapped one)."""
-    lines = [f"# the versions the workbench ran with; trl is the version grpo.yaml was mapped for ({TRL_VERSION})"]
+    """The packages the project runs on, each pinned: to this environment's version (trl to the mapped one), or
+    to the version the export was tested with where this environment lacks the package."""
+    lines = [
+        f"# the versions the workbench ran with (else those the export was tested with); trl is the version "
+        f"grpo.yaml was mapped for ({TRL_VERSION})"
+    ]
     for name in PINNED:
-        version = TRL_VERSION if name == "trl" else _installed(name)
-        lines.append(f"{name}=={version}" if version else f"{name}  # not installed where this was exported")
+        version = TRL_VERSION if name == "trl" else _installed(name) or TESTED_WITH[name]
+        lines.append(f"{name}=={version}")
     lines += ["# deepspeed  # for bash launch.sh zero2", "# vllm  # for --use_vllm true"]
     return "\n".join(lines) + "\n"
 

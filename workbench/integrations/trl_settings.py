@@ -6,8 +6,9 @@ set to what the workbench does (TRL's bias-corrected KL off, its prompts unshuff
 nearest TRL has, with a note saying how it differs. `workbench.integrations.export` writes them as grpo.yaml and
 PARITY.md.
 
-The fields that map both ways are one table, `TWO_WAY`: the export reads it from Config to TRL, and
-`workbench.integrations.trl.workbench_config` reads it from TRL to Config when it watches a TRL run.
+The fields that map both ways are one table, `TWO_WAY` (with `OBJECTIVES`, the objective's variants that came
+with GSPO, CISPO and GDPO): the export reads it from Config to TRL, and `workbench.integrations.trl.workbench_config`
+reads it from TRL to Config when it watches a TRL run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from workbench.config import Config
+from workbench.rewards.models import reward_model_name
 
 TRL_VERSION = "1.16.0"  # the version whose fields and defaults this mapping was written against
 EXACT, MATCHED, CLOSE = "exact", "matched", "close"
@@ -66,6 +68,7 @@ TRL_DEFAULTS = {
     "num_completions_to_print": None,
     "save_steps": 500,
     "report_to": "none",
+    "project": "huggingface",
 }
 
 # Config fields with no TRL equivalent, and why; advantage_estimator is handled by `unsupported`.
@@ -78,14 +81,17 @@ NOT_MAPPED = {
     "the loss is normalised by the whole batch either way",
     "reward_time_limit": "TRL calls reward functions in the training process, with no time limit",
     "reward_memory_mb": "TRL calls reward functions in the training process, with no memory limit",
-    "eval_steps": "the workbench's held-out evaluation (greedy accuracy, pass@k); eval.jsonl holds its prompts",
-    "eval_split": "applied here: the held-out prompts are in eval.jsonl, not in train.jsonl",
+    "judge_model": "the LLM judge (JUDGE_RUBRIC): GRPOTrainer's reward_funcs are functions and sequence classifiers",
+    "eval_steps": "the workbench's held-out evaluation (greedy accuracy, pass@k) on the held-out prompts",
+    "eval_split": "applied here: train.jsonl leaves the held-out prompts out",
     "eval_max_prompts": "the workbench's held-out evaluation",
     "eval_num_generations": "the workbench's held-out evaluation",
     "eval_success_reward": "the workbench's held-out evaluation",
     "device": "accelerate uses the GPUs it finds (launch.sh), the CPU where there are none",
     "threads": "torch's threads on a CPU: TRL leaves torch's default, one per core (OMP_NUM_THREADS sets it)",
     "log_token_stats": "the workbench's token view: TRL logs no per-token numbers",
+    "kl_estimator": "TRL's KL term is always k3 (exp(d) - d - 1); verl's kl_loss_type offers k1, k2 and k3",
+    "use_kl_in_reward": "TRL adds beta x KL to the loss only; verl's algorithm.use_kl_in_reward puts it in the reward",
 }
 
 
@@ -126,6 +132,13 @@ def _prompts_per_step(trl: dict) -> int:
     return max(1, completions // trl["num_generations"])
 
 
+def _scale_rewards(trl: dict) -> str:
+    """TRL's scale_rewards, but with normalize_then_sum, where TRL scales by the batch's std whatever it says."""
+    if trl.get("multi_objective_aggregation") == "normalize_then_sum":
+        return "batch"
+    return trl["scale_rewards"]
+
+
 # The fields that map both ways. Steps go out as TRL's optimizer steps (a workbench step makes num_iterations of
 # them) and come back as they are: a watched TRL run stores one step per optimizer step. `model` and
 # `reward_weights` map both ways too but need what neither side's settings hold (the model's folder, the reward
@@ -151,7 +164,7 @@ TWO_WAY = (
         lambda t: 0.0 if t["epsilon_high"] in (None, t["epsilon"]) else t["epsilon_high"],
     ),
     Pair("num_iterations", "num_iterations"),
-    Pair("scale_rewards", "scale_rewards"),
+    Pair("scale_rewards", "scale_rewards", from_trl=_scale_rewards),
     Pair("loss_type", "loss_type", lambda c: "dapo" if c.loss_type == "bnpo" else c.loss_type),  # see its note
     Pair("mask_truncated_completions", "mask_truncated_completions"),
     Pair("learning_rate", "learning_rate"),
@@ -167,12 +180,19 @@ TWO_WAY = (
     ),
     Pair("seed", "seed"),
 )
-BY_TRL_NAME = {pair.trl: pair for pair in TWO_WAY}
+# The objective's variants TRL 1.16 names as the workbench does (GSPO's sequence-level ratio; GDPO's per-function
+# normalisation; CISPO is a loss_type), each mapped both ways as TWO_WAY's fields are.
+OBJECTIVES = (
+    Pair("importance_sampling_level", "importance_sampling_level"),
+    Pair("multi_objective_aggregation", "multi_objective_aggregation"),
+)
+BY_TRL_NAME = {pair.trl: pair for pair in TWO_WAY + OBJECTIVES}
 
 
 def workbench_values(trl: dict) -> dict:
-    """Config values from TRL's, by TRL's names: every pair of `TWO_WAY` whose TRL field `trl` holds."""
-    return {pair.workbench: pair.workbench_value(trl) for pair in TWO_WAY if pair.trl in trl}
+    """Config values from TRL's, by TRL's names: every pair of `TWO_WAY` and `OBJECTIVES` whose TRL field `trl`
+    holds (TRL's loss_type 'cispo' and its epsilon_high, the cap, come back as they are)."""
+    return {pair.workbench: pair.workbench_value(trl) for pair in TWO_WAY + OBJECTIVES if pair.trl in trl}
 
 
 @dataclass(frozen=True)
@@ -187,8 +207,13 @@ class Setting:
     note: str = ""
 
 
-def trl_settings(config: Config, model: str, reward_names: list[str], run_id: str) -> list[Setting]:
-    """Every grpo.yaml entry of a config, in sections; `reward_names` in the reward source's order."""
+def trl_settings(
+    config: Config, model: str, reward_names: list[str], run_id: str, reward_models: tuple[str, ...] = ()
+) -> list[Setting]:
+    """Every grpo.yaml entry of a config, in sections; `reward_names` in the reward source's order, then
+    `reward_models` (the source's and the config's, by the id or path TRL loads)."""
+    scored_by = [f"rewards.{name}" for name in reward_names] + list(reward_models)
+    weighed = reward_names + [reward_model_name(path) for path in reward_models]
     P, G, mu = config.prompts_per_step, config.group_size, config.num_iterations
     per_step = f"x {mu}: TRL counts optimizer steps, a workbench step makes num_iterations of them" if mu > 1 else ""
     bf16 = config.precision != "fp32"
@@ -202,7 +227,11 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
     bnpo = (
         "the workbench's bnpo divides by the whole batch's tokens, as TRL's dapo" if config.loss_type == "bnpo" else ""
     )
-    tiny = "the built-in tiny model's folder" if config.model == "tiny" else ""
+    cispo = "; with loss_type cispo, the cap on the importance weight itself" if config.loss_type == "cispo" else ""
+    gdpo = ""
+    if config.multi_objective_aggregation == "normalize_then_sum":
+        gdpo = "TRL ignores it with normalize_then_sum and scales by the batch's std, as the workbench's 'batch'"
+    tiny = "the built-in tiny model, copied into the project's model/" if config.model == "tiny" else ""
     train_file = "train.jsonl: the task's training prompts"
 
     def section(title: str, *rows: tuple) -> list[Setting]:
@@ -231,9 +260,9 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
             ("datasets", [{"path": "json", "data_files": "train.jsonl", "split": "train"}], "", MATCHED, train_file),
             ("shuffle_dataset", False, "", MATCHED, "train.jsonl lists the prompts in the order the run drew them"),
             ("remove_unused_columns", False, "", MATCHED, "reward functions get every column of the prompts"),
-            ("reward_funcs", [f"rewards.{name}" for name in reward_names], "", MATCHED, "rewards.py: the run's reward"),
-            ("reward_weights", [config.reward_weights.get(name, 1.0) for name in reward_names], "reward_weights"),
-            ("multi_objective_aggregation", "sum_then_normalize", "", MATCHED, "the reward is the weighted sum"),
+            ("reward_funcs", scored_by, "reward_models", EXACT, "rewards.py's functions, then the reward models"),
+            ("reward_weights", [config.reward_weights.get(name, 1.0) for name in weighed], "reward_weights"),
+            two_way("multi_objective_aggregation"),
         ),
         *section(
             "sampling",
@@ -261,10 +290,10 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
             two_way("beta"),
             ("use_bias_correction_kl", False, "", MATCHED, "the workbench's KL term is beta x k3, not ratio-weighted"),
             two_way("epsilon"),
-            two_way("epsilon_high", EXACT, "its 0 means clip_epsilon"),
-            ("importance_sampling_level", "token", "", MATCHED, "the workbench's ratio is per token"),
+            two_way("epsilon_high", EXACT, "its 0 means clip_epsilon" + cispo),
+            two_way("importance_sampling_level"),
             two_way("num_iterations"),
-            two_way("scale_rewards"),
+            two_way("scale_rewards", EXACT, gdpo),
             two_way("loss_type", EXACT, bnpo),
             two_way("mask_truncated_completions"),
             ("top_entropy_quantile", 1.0, "", MATCHED, "every completion token is in the loss"),
@@ -289,7 +318,8 @@ def trl_settings(config: Config, model: str, reward_names: list[str], run_id: st
             ("save_steps", config.checkpoint_every * mu, "checkpoint_every", EXACT, per_step),
             ("output_dir", "output", "", MATCHED, "checkpoints and the adapter"),
             ("run_name", run_id, "", MATCHED, "the workbench run's id"),
-            ("report_to", "none", "", MATCHED, "wandb or trackio to watch it there"),
+            ("report_to", config.report_to, "report_to", EXACT, "TRL's metric names and completions table, as here"),
+            ("project", "grpo-workbench", "", MATCHED, "trackio's project: the one the workbench's runs report to"),
         ),
     ]
 
@@ -311,6 +341,16 @@ def unsupported(config: Config) -> list[str]:
         problems.append(
             "dynamic_sampling=True has no GRPOTrainer equivalent: TRL trains on every sampled group, "
             "also those whose rewards are all equal"
+        )
+    if config.beta > 0 and config.use_kl_in_reward:
+        problems.append(
+            "use_kl_in_reward=True has no GRPOTrainer equivalent: TRL adds beta x KL to the loss, so this project "
+            "trains with the KL in the loss, not subtracted from the reward"
+        )
+    if config.beta > 0 and config.kl_estimator != "k3":
+        problems.append(
+            f"kl_estimator={config.kl_estimator!r} has no GRPOTrainer equivalent: TRL's KL term is always k3, "
+            f"exp(d) - d - 1, so this project penalises k3, not the run's {config.kl_estimator}"
         )
     return problems
 

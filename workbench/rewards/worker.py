@@ -1,26 +1,32 @@
 """The reward worker: the process that runs user reward code, so that its mistakes stay out of the trainer.
 
-`scoring.RewardWorker` starts it as `python -u -m workbench.rewards.worker FD MEMORY_MB` and talks to it
-over the socket FD with pickled tuples, one reply per request:
+`scoring.RewardWorker` starts it as `python -u -m workbench.rewards.worker FD MEMORY_MB PROCESSES`, confined as
+`workbench.rewards.sandbox` says (in a bubblewrap sandbox where one works), and talks to it over the socket FD
+with tuples, pickled one way and JSON the other: reward code runs in the worker and could write to the socket,
+and unpickling runs code. The worker first says ("ready",), before any reward code runs; then one reply per request:
 
-    ("load", source, filename, columns)      -> ("loaded", [(name, line), ...]) | ("failed", RewardFailure)
-    ("batch", prompts, completions, kwargs)  -> ("ok",)
-    ("call", name, indices, time_limit)      -> ("scored", values, output) | ("failed" | "invalid", RewardFailure)
+    ("load", source, filename, columns, folder) -> ("loaded", [(name, line), ...]) | ("failed", failure)
+    ("batch", prompts, completions, kwargs)     -> ("ok",)
+    ("call", name, indices, time_limit)         -> ("scored", values, output) | ("failed" | "invalid", failure)
 
-A call runs one reward function on the batch (or on the completions at `indices`); "failed" means
-it raised or ran out of time or memory, "invalid" that it returned something that is not one finite
-number (or None) per completion. Its address space
-is capped at MEMORY_MB (a memory bomb raises MemoryError), and SIGALRM interrupts it after
-`time_limit` seconds with a traceback that shows where it was; code that blocks the signal is killed
-by the parent instead. The worker's stdout and stderr are a file the parent gave it: the worker
-empties it before each call, so what is in it after the call is what the call printed, and the parent
-can still read it if the call kills the process. The worker imports the standard library, the lazy
-`workbench` package and `workbench.events` only: no torch.
+A failure is a dict of `workbench.events.RewardFailure`'s fields, so that the worker imports nothing of the
+workbench but the reward library (the sandbox shows it no more). A call runs one reward function on the batch
+(or on the completions at `indices`); "failed" means it raised or ran out of time or memory, "invalid" that it
+returned something that is not one finite number (or None) per completion. Its address space is capped at
+MEMORY_MB (a memory bomb raises MemoryError); where the sandbox gives it a user of its own and no cgroup
+counts its processes, RLIMIT_NPROC caps them at PROCESSES (0: not set). SIGALRM interrupts a call after
+`time_limit` seconds with a traceback that shows where it was; code that blocks the signal is killed by
+the parent instead, which also bounds the memory and number of the worker's processes together and ends
+whatever a request left running.
+The worker's stdout and stderr are a file the parent gave it: the worker empties it before each call, so
+what is in it after the call is what the call printed, and the parent can still read it if the call kills
+the process. The worker imports the standard library and the lazy `workbench` package only: no torch.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import linecache
 import math
 import numbers
@@ -32,8 +38,6 @@ import traceback
 import types
 from multiprocessing.connection import Connection
 from pathlib import Path
-
-from workbench.events import RewardFailure
 
 # What the trainer passes every reward function besides the dataset columns (TRL passes the same).
 PASSED = ("completions", "prompts", "completion_ids", "trainer_state")
@@ -48,21 +52,21 @@ class TimeLimit(BaseException):  # not an Exception: a reward's `except Exceptio
 
 class Worker:
     def __init__(self):
+        self.pid = os.getpid()  # a process the reward code forked is not the worker (see `_guarded`)
         self.filename = "reward.py"
         self.functions: dict[str, object] = {}
         self.batch: tuple[list, list, dict] = ([], [], {})
 
-    def load(self, source: str, filename: str, columns: list[str]):
+    def load(self, source: str, filename: str, columns: list[str], folder: str | None):
         """Run the source as a module and collect its reward functions, checking their signatures."""
         self.filename, self.functions = filename, {}
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks show it
-        folder = str(Path(filename).parent)
-        if Path(folder).is_dir() and folder not in sys.path:
-            sys.path.insert(0, folder)  # a reward file may import modules beside it
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)  # a reward file may import modules beside it, in its task's folder
         try:
             code = compile(source, filename, "exec")
         except SyntaxError as error:
-            return "failed", RewardFailure(None, f"syntax error: {error.msg}", f"{filename}, line {error.lineno}")
+            return "failed", reward_failure(None, f"syntax error: {error.msg}", f"{filename}, line {error.lineno}")
         module = types.ModuleType(Path(filename).stem)
         module.__file__ = filename
         _, failure = self._guarded(None, lambda: exec(code, module.__dict__), LOAD_TIME_LIMIT)
@@ -71,11 +75,11 @@ class Worker:
         functions = {name: value for name, value in vars(module).items() if _is_reward(name, value)}
         if not functions:
             problem = "no reward function found: define `def name(completions, prompts=None, **kwargs) -> list[float]`"
-            return "failed", RewardFailure(None, problem, filename)
+            return "failed", reward_failure(None, problem, filename)
         for name, function in functions.items():
             problem = _signature_problem(function, columns)
             if problem:
-                return "failed", RewardFailure(name, problem, self._location(function))
+                return "failed", reward_failure(name, problem, self._location(function))
         self.functions = functions
         return "loaded", [(name, _first_line(f)) for name, f in functions.items()]
 
@@ -95,7 +99,7 @@ class Worker:
         values, problem, index = _checked(result, len(completions))
         output = _printed()
         if problem:
-            return "invalid", RewardFailure(
+            return "invalid", reward_failure(
                 name,
                 problem,
                 self._location(function),
@@ -107,12 +111,12 @@ class Worker:
         return "scored", values, output
 
     def _guarded(self, name: str | None, thunk, time_limit: float):
-        """(result, None), or (None, RewardFailure) if the call raised, ran too long or ran out of memory."""
+        """(result, None), or (None, failure) if the call raised, ran too long or ran out of memory."""
         os.ftruncate(1, 0)
         os.lseek(1, 0, os.SEEK_SET)
         signal.setitimer(signal.ITIMER_REAL, time_limit)
         try:
-            return thunk(), None
+            return self._in_worker(thunk), None
         except TimeLimit as error:
             problem = f"ran longer than its time limit of {time_limit:g} s (reward_time_limit)"
             return None, self._failure(name, problem, error)
@@ -126,17 +130,31 @@ class Worker:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    def _failure(self, name: str | None, problem: str, error: BaseException) -> RewardFailure:
+    def _in_worker(self, thunk):
+        """The thunk's result; a process the reward code forked ends here instead of going on as a second worker
+        (answering requests on the worker's socket)."""
+        try:
+            return thunk()
+        finally:
+            if os.getpid() != self.pid:
+                os._exit(0)
+
+    def _failure(self, name: str | None, problem: str, error: BaseException) -> dict:
         frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename != __file__]  # user's only
         lines = [f.lineno for f in frames if f.filename == self.filename]
         location = f"{self.filename}, line {lines[-1]}" if lines else self.filename
         text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
         if not isinstance(error, TimeLimit):  # for a time limit, the line it was interrupted on says it all
             text += "".join(traceback.format_exception_only(type(error), error))
-        return RewardFailure(name, problem, location, traceback=text, output=_printed())
+        return reward_failure(name, problem, location, traceback=text, output=_printed())
 
     def _location(self, function) -> str:
         return f"{self.filename}, line {_first_line(function)}"
+
+
+def reward_failure(function: str | None, problem: str, location: str = "", **fields) -> dict:
+    """The fields of a `workbench.events.RewardFailure`, which the parent builds from them."""
+    return dict(function=function, problem=problem, location=location, **fields)
 
 
 def _is_reward(name: str, value) -> bool:
@@ -217,26 +235,46 @@ def _alarm(signum, frame):
     raise TimeLimit
 
 
+def _reap() -> None:
+    """Collect the exit status of children the parent ended after the last request, so none stays a zombie."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def main() -> None:
-    fd, memory_mb = int(sys.argv[1]), int(sys.argv[2])
+    fd, memory_mb, processes = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     if memory_mb:
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+    if processes:  # the sandbox's user's processes and threads: in a user namespace of its own, only the sandbox's
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, a write raises OSError instead
     signal.signal(signal.SIGALRM, _alarm)
     connection, worker = Connection(fd), Worker()
+    _send(connection, ("ready",))
     while True:
+        _reap()
         try:
             kind, *arguments = connection.recv()
         except EOFError:  # the trainer closed its end, or died
             return
         if kind == "load":
-            connection.send(worker.load(*arguments))
+            _send(connection, worker.load(*arguments))
         elif kind == "batch":
             worker.batch = tuple(arguments)
-            connection.send(("ok",))
+            _send(connection, ("ok",))
         elif kind == "call":
-            connection.send(worker.call(*arguments))
+            _send(connection, worker.call(*arguments))
+
+
+def _send(connection: Connection, reply: tuple) -> None:
+    """A reply as JSON: the trainer never unpickles what reward code could have written."""
+    connection.send_bytes(json.dumps(reply, default=repr).encode())
 
 
 if __name__ == "__main__":

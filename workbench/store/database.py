@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +39,7 @@ __all__ = [
 ]  # stored_prompt (from reads) is used beside Store
 
 STORE_FILE = "store.duckdb"
+NAME_WIDTH = 80  # the longest run name or tag: it has to fit a table cell and a dropdown
 
 
 class Store(Reads):
@@ -145,6 +148,67 @@ class Store(Reads):
     def set_config(self, run_id: str, config: dict) -> None:
         with self.connect(read_only=False) as con:
             con.execute("UPDATE runs SET config = ? WHERE run_id = ?", [json.dumps(config), run_id])
+
+    # naming, tagging, deleting
+
+    def rename_run(self, run_id: str, name: str | None) -> str | None:
+        """Name a run, shown beside its id (which never changes: SQL and the folders use it); blank or None
+        removes the name.  -> the name stored"""
+        name = (name or "").strip() or None
+        if name is not None and (len(name) > NAME_WIDTH or "\n" in name):
+            raise StoreError(f"a run's name is one line of at most {NAME_WIDTH} characters, not {name!r}")
+        self._update_run(run_id, "name", name)
+        return name
+
+    def tag_run(self, run_id: str, tags: Iterable[str]) -> list[str]:
+        """Set a run's tags (replacing its old ones): each stripped, blanks and repeats dropped.  -> the tags"""
+        kept = list(dict.fromkeys(tag.strip() for tag in tags if tag.strip()))
+        for tag in kept:
+            if len(tag) > NAME_WIDTH or "," in tag or "\n" in tag:
+                raise StoreError(f"a tag is one line of at most {NAME_WIDTH} characters without commas, not {tag!r}")
+        self._update_run(run_id, "tags", kept)
+        return kept
+
+    def _update_run(self, run_id: str, column: str, value) -> None:
+        with self.connect(read_only=False) as con:
+            if not con.execute(
+                f"UPDATE runs SET {column} = ? WHERE run_id = ? RETURNING run_id", [value, run_id]
+            ).fetchall():
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+
+    def delete_run(self, run_id: str) -> dict[str, int]:
+        """Delete a run: its rows in every table, the reward versions no other run used, and its folder
+        `<workspace>/runs/<run_id>/` (checkpoint, kept adapters). Refused while the run trains.
+        -> the rows deleted, by table"""
+        folder = self.workspace / "runs" / run_id  # engine.checkpoint.run_folder; the store sits below the engine
+        if folder.resolve().parent != (self.workspace / "runs").resolve():
+            raise StoreError(f"run id {run_id!r} does not name a folder of {self.workspace / 'runs'}")
+        with self.connect(read_only=False) as con:  # holding the file: no run can start or resume meanwhile
+            run = con.execute("SELECT status, host, pid FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if run is None:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+            status, host, pid = run
+            if status == "running" and (host != socket.gethostname() or pid is None or _alive(pid)):
+                raise StoreError(
+                    f"run {run_id} is training now (process {pid} on {host}): stop it first, then delete it"
+                )
+            con.begin()
+            versions = con.execute(
+                "SELECT DISTINCT reward_version FROM rollouts WHERE run_id = ? AND reward_version IS NOT NULL", [run_id]
+            ).fetchall()
+            deleted = {
+                table: con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id]).fetchone()[0]
+                for table in ("runs", *STEP_TABLES)
+            }
+            # a reward version is shared by every run it scored (content-addressed): only the run's own go
+            deleted["reward_versions"] = con.execute(
+                """DELETE FROM reward_versions WHERE list_contains(?, version)
+                   AND version NOT IN (SELECT reward_version FROM rollouts WHERE reward_version IS NOT NULL)""",
+                [[version for (version,) in versions]],
+            ).fetchone()[0]
+            con.commit()
+        shutil.rmtree(folder, ignore_errors=True)
+        return deleted
 
     # steps
 

@@ -1,27 +1,33 @@
 """Health checks: named signs that a run is going wrong, each with what it saw and what to try.
 
-They read a run's `steps` rows (and its `evals`), so the trainer checks after every step, `python -m
-workbench doctor RUN_ID` checks any stored run (a watched TRL run too), and the app shows the same words.
-Each check looks at the last WINDOW steps; thresholds are the module's constants, chosen so that the
-sample tasks' healthy runs stay quiet (tests/test_health.py runs them).
+They read a run's `steps` rows (its `evals`, and its last step's completions), so the trainer checks after
+every step, `python -m workbench doctor RUN_ID` checks any stored run (a watched TRL run too), and the app
+shows the same words. Each check looks at the last WINDOW steps (same_completion at the last step's
+completions); thresholds are the module's constants, chosen so that the sample tasks' healthy runs stay quiet
+(tests/test_health.py runs them; bench/first_run.py --tasks all measures every sample task).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 from workbench.events import Finding
 
 WINDOW = 5  # steps a check averages over
 NO_SIGNAL_FRAC = 0.6  # of groups whose rewards are all equal
 TRUNCATED_FRAC = 0.3  # of completions cut at max_new_tokens
-KL_HIGH, KL_GROWTH = 0.1, 2.0  # KL above this, and this many times what it was a window earlier
+KL_HIGH, KL_GROWTH = 0.6, 2.0  # KL's window mean above this, and this many times the window's before
 CLIP_FRAC = 0.2  # of tokens whose ratio was clipped
 LENGTH_FALL = 0.5  # completions shorter than this share of the first window's, from at least LENGTH_MIN tokens
 LENGTH_MIN = 4.0
 DIVERGENCE = 0.1  # one reward function's mean up this much while another's falls this much
 KL_STILL, STILL_STEPS = 1e-4, 2 * WINDOW  # KL below this after this many steps: the adapter has hardly moved
+KL_STAYS = 1.0  # KL at least this at each of the last WINDOW steps: the policy stays far from the reference
+# A few completion strings (each repeated across SAME_PROMPTS prompts) making up SAME_FRAC of a step's completions:
+# the reward pays for them whatever the prompt (a tiny model answered "s2" to every prompt).
+SAME_FRAC, SAME_PROMPTS, SAME_FEW = 0.5, 3, 3
 
 
 CHECKS = (
@@ -32,18 +38,21 @@ CHECKS = (
     "length_collapse",
     "reward_hacking",
     "adapter_still",
+    "kl_high",
+    "same_completion",
 )
 
 
-def diagnose(steps: list[dict], config: dict, evals: list[dict] | tuple = ()) -> list[Finding]:
+def diagnose(
+    steps: list[dict], config: dict, evals: list[dict] | tuple = (), completions: list[tuple[str, str]] | tuple = ()
+) -> list[Finding]:
     """The checks that fire on a run's steps so far (rows of the `steps` table, in step order), with its
-    config (as stored) and its held-out evaluations."""
+    config (as stored), its held-out evaluations and its last step's (prompt, completion) pairs."""
     if not steps:
         return []
-    found = [
-        check(steps, config) for check in (no_signal, truncated, kl_rising, clip_high, length_collapse, adapter_still)
-    ]
-    found.append(reward_hacking(steps, evals))
+    checks = (no_signal, truncated, kl_rising, kl_high, clip_high, length_collapse, adapter_still)
+    found = [check(steps, config) for check in checks]
+    found += [reward_hacking(steps, evals), same_completion(steps[-1]["step"], completions)]
     return [finding for finding in found if finding is not None]
 
 
@@ -53,7 +62,12 @@ def examine(store, run_id: str) -> list[Finding]:
     if run is None:
         raise KeyError(f"no run {run_id!r} in workspace {store.workspace}")
     steps = store.steps(run_id).to_dict(orient="records")
-    return diagnose(steps, run["config"], store.evals(run_id).to_dict(orient="records"))
+    last = steps[-1]["step"] if steps else None
+    completions = store.records(
+        "SELECT prompt, completion FROM rollouts WHERE run_id = $1 AND step = $2", [run_id, last]
+    )
+    pairs = [(row["prompt"], row["completion"]) for row in completions]
+    return diagnose(steps, run["config"], store.evals(run_id).to_dict(orient="records"), pairs)
 
 
 def no_signal(steps: list[dict], config: dict) -> Finding | None:
@@ -86,17 +100,35 @@ def truncated(steps: list[dict], config: dict) -> Finding | None:
 
 
 def kl_rising(steps: list[dict], config: dict) -> Finding | None:
-    if len(steps) <= WINDOW:
+    """Window means, not single steps: a step's KL is noisy (one step of a healthy run can triple it)."""
+    if len(steps) < 2 * WINDOW:
         return None
-    now, before = steps[-1].get("kl"), steps[-1 - WINDOW].get("kl")
-    if not _number(now) or not _number(before) or now < KL_HIGH or now < KL_GROWTH * before:
+    now, before = _mean(steps[-WINDOW:], "kl"), _mean(steps[-2 * WINDOW : -WINDOW], "kl")
+    if now is None or before is None or now < KL_HIGH or now < KL_GROWTH * before:
         return None
+    earlier = steps[-2 * WINDOW : -WINDOW]
     return Finding(
         "kl_rising",
         steps[-1]["step"],
-        f"KL to the reference rose from {before:.3f} at step {steps[-1 - WINDOW]['step']} to {now:.3f}",
+        f"KL to the reference rose from {before:.3f} (mean over steps {earlier[0]['step']}-{earlier[-1]['step']}) "
+        f"to {now:.3f} ({_span(steps)})",
         f"lower learning_rate (now {config.get('learning_rate')}) or raise beta (now {config.get('beta')}); "
         "a KL that keeps climbing is the policy leaving the reference faster than its reward justifies",
+    )
+
+
+def kl_high(steps: list[dict], config: dict) -> Finding | None:
+    """KL that stays high, risen or not: kl_rising sees a climb, this sees where it stays."""
+    kls = [s.get("kl") for s in steps[-WINDOW:]]
+    if len(kls) < WINDOW or not all(_number(kl) and kl >= KL_STAYS for kl in kls):
+        return None
+    return Finding(
+        "kl_high",
+        steps[-1]["step"],
+        f"KL to the reference stayed at {min(kls):.2f} or more over {_span(steps)} (now {kls[-1]:.2f})",
+        "the policy sits far from the reference: when its reward rose as fast, read the completions it "
+        "converged to (same_completion, the group view) for a shortcut the reward pays for; otherwise lower "
+        f"learning_rate (now {config.get('learning_rate')}) or raise beta (now {config.get('beta')})",
     )
 
 
@@ -167,6 +199,36 @@ _HACKING_ADVICE = (
 )
 
 
+def same_completion(step: int, completions: list[tuple[str, str]] | tuple) -> Finding | None:
+    """A few completion strings (whitespace stripped), each given to at least SAME_PROMPTS different prompts,
+    that make up at least SAME_FRAC of the step's completions. A string confined to fewer prompts is
+    left out: a group that agrees on its own prompt's answer is a model that learned it."""
+    strings = Counter(completion.strip() for _, completion in completions)
+    prompts: dict[str, set] = {}
+    for prompt, completion in completions:
+        prompts.setdefault(completion.strip(), set()).add(prompt)
+    shared = [text for text, _ in strings.most_common() if len(prompts[text]) >= SAME_PROMPTS][:SAME_FEW]
+    taken, count = [], 0
+    for text in shared:  # the fewest of them that reach the share
+        taken.append(text)
+        count += strings[text]
+        if count >= SAME_FRAC * len(completions):
+            break
+    else:
+        return None
+    named = " and ".join(f"{_quoted(t)} ({strings[t] / len(completions):.0%})" for t in taken)
+    return Finding(
+        "same_completion",
+        step,
+        f"{named}: {count} of step {step}'s {len(completions)} completions ({count / len(completions):.0%}), "
+        f"given to {len(set().union(*(prompts[t] for t in taken)))} different prompts",
+        "the reward may pay for this string regardless of the prompt (reward hacking): read the reward "
+        "function for a loophole (a pattern that matches too much, a score that ignores the prompt or its "
+        "answer) and score these completions by hand; a task whose right answer is truly the same for every "
+        "prompt can ignore this",
+    )
+
+
 def adapter_still(steps: list[dict], config: dict) -> Finding | None:
     if len(steps) < STILL_STEPS:
         return None
@@ -200,6 +262,11 @@ def _function_means(steps: list[dict]) -> dict[str, float]:
             if _number(value):
                 values.setdefault(name, []).append(value)
     return {name: sum(v) / len(v) for name, v in values.items()}
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """A completion as a JSON string, cut to `limit` characters: "s2", "" for an empty one."""
+    return json.dumps(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _span(steps: list[dict]) -> str:

@@ -7,26 +7,40 @@ named(store, "no_signal_groups")           # the latest run; run_id=... for anot
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 
-from workbench.store.database import Store
+from workbench.store.database import Store, StoreError
 
 if TYPE_CHECKING:  # pandas loads with the first query, not with the CLI's help (the parser reads NAMED_QUERIES)
     import pandas as pd
 
 MAX_ROWS = 10_000
-# User SQL runs confined: read-only, no file system access, settings locked.
-CONFINED = {
-    "enable_external_access": False,
-    "lock_configuration": True,
+MAX_RESULT_MB = 32  # of values a query returns: 10,000 rows of whole completions fit, 10,000 copies of one do not
+MEMORY_GB = 1  # DuckDB's memory for one query: joins, aggregates and sorts past it spill to disk...
+TEMP_GB = 1  # ...up to this much, in a folder of the query's own, removed after it
+TIMEOUT_SECONDS = 10.0
+# Each query gets a DuckDB of its own (in memory) that attaches the store read-only: its limits are its own,
+# and it never waits for the app's other readers of the store, nor they for it (DuckDB refuses a second
+# connection to a file with settings that differ from the first's, in one process).
+SETTINGS = {
+    "memory_limit": f"{MEMORY_GB}GB",
+    "max_temp_directory_size": f"{TEMP_GB}GB",
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
 }
-TIMEOUT_SECONDS = 10.0
+# Once the store is attached: no file system access (no COPY, ATTACH or read_csv of any file: the store's tables
+# are all a query sees), and the configuration locked, so the query cannot turn any of that back on.
+CONFINE = "SET enable_external_access = false; SET lock_configuration = true"
 
 
 class SQLError(ValueError):
@@ -40,48 +54,139 @@ class QueryResult:
     message: str  # what a user should read under the grid
 
 
-def run_sql(store: Store, sql: str, max_rows: int = MAX_ROWS, timeout: float = TIMEOUT_SECONDS) -> QueryResult:
-    """Run a user's SQL read-only, with no file access, at most `max_rows` rows and `timeout` s.
+def run_sql(
+    store: Store,
+    sql: str,
+    max_rows: int = MAX_ROWS,
+    timeout: float = TIMEOUT_SECONDS,
+    max_mb: float = MAX_RESULT_MB,
+) -> QueryResult:
+    """Run a user's SQL read-only, with no file access, at most `max_rows` rows, `max_mb` MB of values,
+    `timeout` s and `MEMORY_GB` of memory (then `TEMP_GB` of disk, removed afterwards).
 
-    The connection is read-only (no INSERT, UPDATE, DELETE, DROP), external access is off (no
-    COPY, ATTACH or read_csv of any file: the store's tables are all a query sees), and its
-    configuration is locked, so the query cannot turn any of that back on.
+    The store is attached read-only (no INSERT, UPDATE, DELETE, DROP), external access is off and the
+    configuration locked. Queries run at once, each in a DuckDB of its own: a slow one holds no other.
     """
     import pandas as pd
 
     if not sql.strip():
         raise SQLError("the query is empty")
-    with store.connect(read_only=True, config=CONFINED) as con:
-        timer = threading.Timer(timeout, con.interrupt)
-        timer.start()
-        try:
-            cursor = con.execute(sql)
-            if cursor.description is None:
-                return QueryResult(pd.DataFrame(), False, "the statement ran; it returns no rows")
-            rows = cursor.fetchmany(max_rows + 1)
-            columns = [d[0] for d in cursor.description]
-        except duckdb.InterruptException:
-            raise SQLError(
-                f"the query ran longer than {timeout:g} s and was stopped; add a WHERE or LIMIT, or aggregate first"
-            ) from None
-        except duckdb.Error as error:
-            raise SQLError(_plain_message(error)) from None
-        finally:
-            timer.cancel()
-    truncated = len(rows) > max_rows
-    frame = pd.DataFrame(rows[:max_rows], columns=columns)
+    temp = Path(tempfile.mkdtemp(prefix="workbench-sql-"))
+    try:
+        with _confined(store, temp) as con:
+            timer = threading.Timer(timeout, con.interrupt)
+            timer.start()
+            try:
+                cursor = con.execute(sql)
+                if cursor.description is None:
+                    return QueryResult(pd.DataFrame(), False, "the statement ran; it returns no rows")
+                rows, cut = _fetch(cursor, max_rows, int(max_mb * (1 << 20)))
+                columns = [d[0] for d in cursor.description]
+            except duckdb.InterruptException:
+                raise SQLError(
+                    f"the query ran longer than {timeout:g} s and was stopped; add a WHERE or LIMIT, or aggregate first"
+                ) from None
+            except duckdb.OutOfMemoryException as error:
+                raise SQLError(
+                    f"the query needed more than the {MEMORY_GB} GB of memory (then {TEMP_GB} GB of disk) a query may "
+                    f"use, and was stopped; add a WHERE or LIMIT, or aggregate first ({_first_line(error)})"
+                ) from None
+            except duckdb.Error as error:
+                raise SQLError(_plain_message(error, sql)) from None
+            finally:
+                timer.cancel()
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    frame = pd.DataFrame(rows, columns=columns)
     count = f"{len(frame):,} row" + ("" if len(frame) == 1 else "s")
-    message = f"first {max_rows:,} rows shown; the query matched more" if truncated else count
-    return QueryResult(frame, truncated, message)
+    return QueryResult(frame, cut is not None, cut or count)
 
 
-def _plain_message(error: duckdb.Error) -> str:
-    message = str(error)
+@contextmanager
+def _confined(store: Store, temp: Path):
+    """A DuckDB of the query's own, spilling to `temp`, with the store attached read-only as its default schema."""
+    con = duckdb.connect(":memory:", config={**SETTINGS, "temp_directory": str(temp)})
+    try:
+        _attach(store, con)
+        con.execute(CONFINE)
+        yield con
+    finally:
+        con.close()
+
+
+def _attach(store: Store, con: duckdb.DuckDBPyConnection) -> None:
+    """Attach the store read-only, waiting (as `Store.open` does) while a writer holds it."""
+    path = "'" + str(store.path).replace("'", "''") + "'"
+    deadline = time.monotonic() + store.lock_timeout
+    while True:
+        try:
+            con.execute(f"ATTACH {path} AS store (READ_ONLY); USE store")
+            return
+        except (duckdb.IOException, duckdb.ConnectionException, duckdb.ResourceInUseException) as error:
+            if not any(word in str(error) for word in ("lock", "already attached")):
+                raise
+            if time.monotonic() > deadline:
+                raise StoreError(f"{store.path} stayed locked for {store.lock_timeout:.0f} s") from error
+            store.request_file.touch()  # the step writer lets go of the file
+            time.sleep(0.01)
+
+
+def _fetch(cursor, max_rows: int, max_bytes: int) -> tuple[list[tuple], str | None]:
+    """Up to `max_rows` rows and `max_bytes` of values, and why the rest was left (None when nothing was)."""
+    rows, size = [], 0
+    while chunk := cursor.fetchmany(min(1000, max_rows + 1 - len(rows))):
+        for row in chunk:
+            size += sum(_size(value) for value in row)
+            if size > max_bytes:
+                return rows, (
+                    f"first {len(rows):,} rows shown: the result passed the {max_bytes / (1 << 20):g} MB a query may "
+                    "return; select fewer columns or shorter values (e.g. left(completion, 200))"
+                )
+            rows.append(row)
+        if len(rows) > max_rows:
+            return rows[:max_rows], f"first {max_rows:,} rows shown; the query matched more"
+    return rows, None
+
+
+def _size(value) -> int:
+    """About how many bytes a value takes to show: its characters for text."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    return len(str(value))
+
+
+def _plain_message(error: duckdb.Error, sql: str = "") -> str:
+    message = _with_position(str(error), sql)
     if "read-only mode" in message:
         return "the store is read-only here: queries can read, not change data (" + message + ")"
     if "file system operations are disabled" in message:
         return "queries cannot read or write files outside the workspace (" + message + ")"
     return message
+
+
+def _with_position(message: str, sql: str) -> str:
+    """DuckDB's message with the error's place also in words after its first line, '(line 2, column 7)':
+    its caret under 'LINE 2: ...' lines up only in a fixed-width font."""
+    found = re.search(r"^LINE (\d+): (.*)\n( *)\^", message, re.MULTILINE)
+    if not found:
+        return message
+    line, excerpt, pad = int(found.group(1)), found.group(2), found.group(3)
+    offset = len(pad) - len(f"LINE {line}: ")  # the caret's place in the excerpt
+    if excerpt.startswith("..."):  # DuckDB shows a window of a long line: find it in the query's line
+        lines = sql.splitlines()
+        text = lines[line - 1] if line <= len(lines) else ""
+        start = text.find(excerpt[3:].rstrip("."))
+        if start < 0:
+            return message
+        offset += start - 3
+    first, _, rest = message.partition("\n")
+    return f"{first} (line {line}, column {offset + 1})\n{rest}"
+
+
+def _first_line(error: duckdb.Error) -> str:
+    return str(error).split("\n", 1)[0]
 
 
 LATEST_RUN = "(SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1)"
@@ -161,3 +266,18 @@ def named_sql(name: str, run_id: str | None = None) -> str:
 
 def named(store: Store, name: str, run_id: str | None = None) -> pd.DataFrame:
     return run_sql(store, named_sql(name, run_id)).frame
+
+
+# the tables as a newcomer reads them: runs, their steps, the completions and what scored them, then the rest
+TABLE_ORDER = ["runs", "steps", "rollouts", "reward_values", "tokens", "evals", "health", "reward_logs"]
+
+
+def tables(store: Store) -> pd.DataFrame:
+    """What a query can read: each table of the store (TABLE_ORDER first) and its columns, one row per column:
+    table, column, type."""
+    return store.query(
+        """SELECT table_name AS "table", column_name AS "column", data_type AS type FROM duckdb_columns()
+           WHERE NOT internal AND schema_name = 'main' AND table_name <> 'meta'
+           ORDER BY coalesce(list_position($1, table_name), 1000), table_name, column_index""",
+        [TABLE_ORDER],
+    )

@@ -35,22 +35,30 @@ class Reads:
             return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     def run(self, run_id: str) -> dict | None:
-        """The run's row, its config as a dict."""
-        frame = self.query("SELECT * FROM runs WHERE run_id = $1", [run_id])
-        return None if frame.empty else frame.assign(config=frame.config.map(json.loads)).iloc[0].to_dict()
+        """The run's row, its config as a dict, its tags as a list."""
+        frame = self.query("SELECT * REPLACE (coalesce(tags, []) AS tags) FROM runs WHERE run_id = $1", [run_id])
+        if frame.empty:
+            return None
+        return frame.assign(config=frame.config.map(json.loads), tags=frame.tags.map(list)).iloc[0].to_dict()
 
     def runs(self) -> pd.DataFrame:
-        """Every run, newest first, with how far it got and its latest reward mean; configs as dicts."""
+        """Every run, newest first, with how far it got and its latest reward mean; configs as dicts, tags as
+        lists (empty when none), name None when the run has none."""
         frame = self.query(
             """SELECT r.run_id, r.created_at, r.task, r.model, r.status, s.last_step,
                       (r.config->>'steps')::INTEGER AS steps, s.reward_mean, r.config, r.error,
-                      r.sweep_id, r.grid, r.peak_memory_mib, r.steps_per_second
+                      r.sweep_id, r.grid, r.peak_memory_mib, r.steps_per_second, r.name, coalesce(r.tags, []) AS tags
                FROM runs r LEFT JOIN (
                    SELECT run_id, max(step) AS last_step, arg_max(reward_mean, step) AS reward_mean
                    FROM steps GROUP BY run_id) s USING (run_id)
                ORDER BY r.created_at DESC"""
         )
-        return frame.assign(config=frame.config.map(json.loads), grid=frame.grid.map(_json_or_none))
+        return frame.assign(
+            config=frame.config.map(json.loads),
+            grid=frame.grid.map(_json_or_none),
+            name=frame.name.astype(object).where(frame.name.notna(), None),  # None, not NaN, where there is none
+            tags=frame.tags.map(list),
+        )
 
     def sweeps(self) -> pd.DataFrame:
         """Every sweep, newest first: its task, when its first run started, how many runs it has and finished."""

@@ -14,13 +14,14 @@ class StoreError(RuntimeError):
     """The store cannot be opened or queried as asked; the message says why."""
 
 
-SCHEMA_VERSION = 7  # the version of SCHEMA; MIGRATIONS bring an older store to it
+SCHEMA_VERSION = 9  # the version of SCHEMA; MIGRATIONS bring an older store to it
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, created_at TIMESTAMP, task VARCHAR, model VARCHAR,
     config JSON, status VARCHAR, task_path VARCHAR, reward_source VARCHAR, host VARCHAR, pid INTEGER,
-    error VARCHAR, sweep_id VARCHAR, grid JSON, peak_memory_mib DOUBLE, steps_per_second DOUBLE);
+    error VARCHAR, sweep_id VARCHAR, grid JSON, peak_memory_mib DOUBLE, steps_per_second DOUBLE, name VARCHAR,
+    tags VARCHAR[]);
 CREATE TABLE IF NOT EXISTS steps (
     run_id VARCHAR, step INTEGER, reward_mean DOUBLE, reward_std DOUBLE, frac_zero_std DOUBLE,
     kl DOUBLE, loss DOUBLE, clip_frac DOUBLE, ratio_mean DOUBLE, grad_norm DOUBLE,
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS steps (
     seconds_score DOUBLE, seconds_update DOUBLE, reward_function_means JSON, created_at TIMESTAMP,
     learning_rate DOUBLE, unscored_frac DOUBLE, sampling_logp_diff_mean DOUBLE, sampling_logp_diff_max DOUBLE,
     entropy DOUBLE, sampling_rounds INTEGER, value_loss DOUBLE, explained_variance DOUBLE, threads INTEGER,
+    seconds_judge DOUBLE,
     PRIMARY KEY (run_id, step));
 CREATE TABLE IF NOT EXISTS rollouts (
     run_id VARCHAR, step INTEGER, group_id INTEGER, sample_idx INTEGER, prompt VARCHAR,
@@ -90,6 +92,13 @@ MIGRATIONS: dict[int, str] = {
     """,
     6: """
     ALTER TABLE steps ADD COLUMN IF NOT EXISTS threads INTEGER;
+    """,
+    7: """
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS name VARCHAR;
+    ALTER TABLE runs ADD COLUMN IF NOT EXISTS tags VARCHAR[];
+    """,
+    8: """
+    ALTER TABLE steps ADD COLUMN IF NOT EXISTS seconds_judge DOUBLE;
     """,
 }
 

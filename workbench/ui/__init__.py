@@ -10,55 +10,97 @@ line, the health banner), `group_view` and `advantages` (a group and why its adv
 from __future__ import annotations
 
 import html
+import time
 from pathlib import Path
 
 import gradio as gr
 
 from workbench.commands import command_line, python_code
-from workbench.config import ConfigError
+from workbench.config import Config, ConfigError
 from workbench.engine import workers
+from workbench.engine.classroom import Classroom
 from workbench.engine.dryrun import dry_run
 from workbench.engine.policy import ModelLoadError
 from workbench.engine.runner import Runner, latest_resumable
 from workbench.engine.sweep import grid_from_text, parse_seeds, start_sweep
 from workbench.rewards.scoring import RewardError, RewardSource, validate_rewards
-from workbench.rewards.tasks import Task, TaskError, save_reward
+from workbench.rewards.tasks import Task, TaskError, as_chat, save_reward
 from workbench.store.database import Store
-from workbench.ui import api, config_form, explore_tab, runs_tab, task_tab, train_tab
+from workbench.ui import (
+    api,
+    config_form,
+    explore_tab,
+    playground_tab,
+    runs_tab,
+    task_tab,
+    task_view,
+    teacher_tab,
+    train_tab,
+)
 from workbench.ui.dry_run_view import dry_run_html
-from workbench.ui.task_tab import REWARD_FILE
+from workbench.ui.status import while_running
+from workbench.ui.task_tab import REWARD_FILE, if_newest, take_ticket
 from workbench.ui.task_view import reward_error
 
 KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()  # pass as launch(js=...)
+ACTING = ("model", "precision", "device")  # the form's fields that the page names wherever a model acts
 
 
-def build_app(workspace: str) -> gr.Blocks:
-    store, runner = Store(workspace), Runner(workspace)
+def build_app(
+    workspace: str, runner: Runner | None = None, classroom: Classroom | None = None, user: str | None = None
+) -> gr.Blocks:
+    """The workbench on `workspace`; in classroom mode, `user`'s page: their runner on the class's queue, the
+    tasks the teacher published, and for a teacher the Class tab."""
+    store, runner = Store(workspace), runner or Runner(workspace)
+    teacher = classroom is not None and classroom.users[user].teacher
     workers.warm_up()  # runs and dry-runs fork from a server that loads the engine now, not at the first Start
-    with gr.Blocks(title="GRPO Workbench") as app:
-        gr.Markdown("# GRPO Workbench")
+    # Gradio's copies of served files (CSVs, exports) are removed after an hour, checked hourly
+    with gr.Blocks(title="GRPO Workbench", delete_cache=(3600, 3600)) as app:
+        gr.Markdown(f"# GRPO Workbench{f' · {user}' if user else ''}")
         with gr.Tab("Task & reward"):
-            data = task_tab.build(workspace)
+            data = task_tab.build(workspace, classroom)
         with gr.Tab("Train") as train_page:
             live = train_tab.build(runner, store)
-        with gr.Tab("Explore"):
-            explore_tab.build(store)
+        with gr.Tab("Explore") as explore_page:
+            explore_tab.build(store, explore_page)  # its opening lists the runs and tables, and runs the query
         with gr.Tab("Runs") as runs_page:
             runs = runs_tab.build(store)
+        with gr.Tab("Playground") as playground_page:
+            playground_tab.build(store, playground_page)  # wires its own events: it shares nothing with other tabs
+        if teacher:
+            with gr.Tab("Class") as class_page:
+                page = teacher_tab.build(classroom)
 
-        def dry_run_reward(text, task: Task, *form):
+        form_size = len(live.form)  # the form's values come after the editor and the task, then the page's other inputs
+        acting_on = [data.picker, data.task, data.editor, data.chat, *config_form.pick(live.form, *ACTING)]
+
+        def dry_run_reward(text, task: Task, *values):
+            """The dry-run's report, headed by what it ran on and when; in a box of its own, so that it never
+            replaces a newer Validate's answer, and dropped when a newer dry-run began (`if_newest`)."""
+            form, (latest, entry, chat) = values[:form_size], values[form_size:]
+            ticket = take_ticket(latest, "dry-run")
+            config = dict(zip(config_form.FIELDS, form))
+            context = task_view.context_line(
+                f"Dry-run at {time.strftime('%H:%M:%S')} of", data.describe(entry), task, text, chat,
+                *(config[name] for name in ACTING),
+            )  # fmt: skip
             try:
-                report = workers.call(dry_run, config_form.to_config(form), task, RewardSource(text, REWARD_FILE))
+                sampled = as_chat(task) if chat else task
+                report = workers.call(dry_run, config_form.to_config(form), sampled, RewardSource(text, REWARD_FILE))
             except RewardError as error:
-                return reward_error(error), ""
+                answer = f"{context}\n\n{reward_error(error)}", ""
             except (ConfigError, ModelLoadError) as error:
-                return f"**Cannot dry-run:** {html.escape(str(error))}", ""
-            return "", dry_run_html(report)
+                answer = f"{context}\n\n**Cannot dry-run:** {html.escape(str(error))}", ""
+            else:
+                advice = task_view.chat_advice(task, config["model"], chat)
+                answer = "", dry_run_html(report, context, advice)
+            return tuple(if_newest(latest, "dry-run", ticket, part) for part in answer)
 
-        def start_run(text, task: Task, *form):
+        def start_run(text, task: Task, *values):
+            form, chat = values[:form_size], values[form_size]
             try:
                 config = config_form.to_config(form)
-                task = task.with_rewards(RewardSource(text, REWARD_FILE))
+                task = (as_chat(task, workspace) if chat else task).with_rewards(RewardSource(text, REWARD_FILE))
                 validate_rewards(task.rewards, task.rows, config)
                 runner.start(config, task)
             except RewardError as error:
@@ -73,12 +115,13 @@ def build_app(workspace: str) -> gr.Blocks:
                 True,
             )
 
-        def start_a_sweep(text, task: Task, grid_text, seeds_text, parallel, *form):
+        def start_a_sweep(text, task: Task, grid_text, seeds_text, parallel, *values):
             """A sweep over the grid, each run with the form's other settings, in a background process."""
+            form, chat = values[:form_size], values[form_size]
             try:
                 config = config_form.to_config(form)
                 grid, seeds = grid_from_text(grid_text), parse_seeds(seeds_text)
-                task = task.with_rewards(RewardSource(text, REWARD_FILE))
+                task = (as_chat(task, workspace) if chat else task).with_rewards(RewardSource(text, REWARD_FILE))
                 validate_rewards(task.rewards, task.rows, config)
                 reward_file = str(save_reward(workspace, task))
                 sweep_id, n, command, log = start_sweep(
@@ -113,21 +156,56 @@ def build_app(workspace: str) -> gr.Blocks:
             runner.swap_rewards(source)
             return f"Reward version `{source.version}` scores the running run from its next step."
 
-        inputs = [data.editor, data.task, *live.form]
-        data.dry_run.click(dry_run_reward, inputs, [data.message, data.dry_run_result], api_name="dry_run")
+        def show_context(entry, task: Task, text, chat, model, precision, device):
+            """Where the page says what acts on what: the reward's version under the editor, the model a dry-run
+            samples from, what Start trains, and the switch to chat messages where a chat model gets plain strings."""
+            advice = task_view.chat_advice(task, model, chat)
+            start = task_view.context_line(
+                "Start trains", data.describe(entry), task, text, chat, model, precision, device
+            )
+            return (
+                task_view.reward_line(text, task),
+                task_view.sampler_line(model, precision, device, advised=bool(advice)),
+                "<br>".join(filter(None, [start, advice])),
+                gr.Button(visible=bool(advice)),
+            )
+
+        context = [data.version, data.sampler, live.context, live.chat_switch]
+        gr.on(
+            [app.load, data.editor.change, data.chat.change, train_page.select]
+            + [widget.change for widget in config_form.pick(live.form, *ACTING)],
+            show_context,
+            acting_on,
+            context,
+            trigger_mode="always_last",
+            show_progress="hidden",
+            api_visibility="private",
+        )
+        for event in data.task_events:
+            event.then(show_context, acting_on, context, show_progress="hidden", api_visibility="private")
+        live.chat_switch.click(lambda: True, None, data.chat, queue=False, api_visibility="private")
+
+        inputs = [data.editor, data.task, *live.form]  # the API's arguments: the editor's text, then the form's
+        while_running(
+            data.dry_run, "Dry-running…", dry_run_reward, [*inputs, data.latest, data.picker, data.chat],
+            [data.dry_run_message, data.dry_run_result], api_name="dry_run",
+        )  # fmt: skip
         # the Train tab polls while the run is active: a Start or Resume that started one turns the timer on,
         # a refused one does not (its first tick could turn the timer off under the next Start's run)
-        started = live.start.click(
-            start_run, inputs, [live.message, live.command, live.code, live.started], api_name="start_run"
+        started = while_running(
+            live.start, "Starting…", start_run, [*inputs, data.chat],
+            [live.message, live.command, live.code, live.started], api_name="start_run",
+        )  # fmt: skip
+        resumed = while_running(
+            live.resume, "Resuming…", resume_run, data.editor, [live.message, live.started], api_name="resume_run"
         )
-        resumed = live.resume.click(resume_run, data.editor, [live.message, live.started], api_name="resume_run")
         for event in (started, resumed):
-            event.then(live.watch, live.started, live.timer, api_visibility="private")
+            event.then(live.watch, live.started, [live.timer, live.start], api_visibility="private")
         train_page.select(live.open, live.shows, live.outputs, api_visibility="private")
         live.swap.click(swap_reward, data.editor, live.message, api_name="swap_reward")
         runs.sweep_start.click(
             start_a_sweep,
-            [data.editor, data.task, *runs.sweep_form, *live.form],
+            [data.editor, data.task, *runs.sweep_form, *live.form, data.chat],
             runs.sweep_outputs,
             api_name="start_sweep",
         )
@@ -135,5 +213,17 @@ def build_app(workspace: str) -> gr.Blocks:
             runs.open, runs.open_inputs, runs.opened_outputs, api_visibility="private"
         )
         runs_page.select(runs.list_sweeps, runs.sweep_opened, runs.sweep_opened, api_visibility="private")
-        api.build(runner)
+        api.build(runner, classroom)
+        if classroom is not None:  # the teacher's published tasks: listed as the page opens, their settings applied
+            app.load(lambda: gr.Dropdown(choices=data.task_names()), None, data.picker, api_visibility="private")
+
+            def published_settings(name):
+                if name not in classroom.published_tasks():
+                    return [gr.skip()] * len(live.form)
+                return config_form.values(Config.from_dict(classroom.published_task(name)[1]))
+
+            data.picker.select(published_settings, data.picker, live.form, api_visibility="private")
+        if teacher:
+            teacher_tab.wire(page, classroom, class_page, data.task, data.editor, live.form)
+    app.queue(default_concurrency_limit=None)  # users' events run side by side; heavy work waits in workers.call
     return app

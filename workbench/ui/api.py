@@ -14,6 +14,7 @@ from __future__ import annotations
 import gradio as gr
 
 from workbench.config import Config, ConfigError
+from workbench.engine.classroom import Classroom
 from workbench.engine.runner import Runner, run_summaries
 from workbench.rewards.scoring import RewardError, validate_rewards
 from workbench.rewards.tasks import TaskError, workspace_task
@@ -21,21 +22,25 @@ from workbench.rewards.tasks import TaskError, workspace_task
 REFUSED = (ConfigError, TaskError, RewardError, RuntimeError)
 
 
-def build(runner: Runner) -> None:
-    """The endpoints, each one function of the runner's."""
+def build(runner: Runner, classroom: Classroom | None = None) -> None:
+    """The endpoints, each one function of the runner's (the user's, in classroom mode)."""
 
     def train(task: str, config: dict) -> str:
-        """Start a run of `task` (a sample task's name or an upload's) with the given Config fields.  -> its id"""
+        """Start a run of `task` (a sample task's, an upload's or a published task's name) with the given Config
+        fields (a published task's settings first).  -> its id"""
         try:
-            chosen = workspace_task(runner.workspace, task)
-            settings = Config.from_dict(config or {})
+            if classroom is not None and task in classroom.published_tasks():
+                chosen, published = classroom.published_task(task)
+            else:
+                chosen, published = workspace_task(runner.workspace, task), {}
+            settings = Config.from_dict(published | (config or {}))
             validate_rewards(chosen.rewards, chosen.rows, settings)
             return runner.start(settings, chosen)
         except REFUSED as error:
             raise gr.Error(str(error), print_exception=False) from None
 
     def status(run_id: str) -> dict:
-        """A run's run_id, status, step, steps, reward_mean (its latest step's) and error."""
+        """A run's run_id, status, step, steps, reward_mean (its latest step's), error and queue_place."""
         try:
             return runner.status(run_id)
         except TaskError as error:

@@ -2,6 +2,7 @@
 
 Numbers are numbers, on/off fields are checkboxes, fields with a few choices are dropdowns; the
 module lists (lora_target_modules) and reward weights are typed as `a, b` and `name=weight, ...`.
+Choosing a model fills in its suggested settings (`hub.MODEL_PRESETS`); they stay editable.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import typing
 import gradio as gr
 
 from workbench.config import CHOICES, Config, ConfigError, field_docs
-from workbench.engine.hub import MODEL_CHOICES
+from workbench.engine.hub import MODEL_CHOICES, MODEL_PRESETS
 
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 MAIN = ("model", "steps", "group_size", "prompts_per_step", "max_new_tokens", "learning_rate", "beta")
 KINDS = typing.get_type_hints(Config)
+DEFAULTS = Config()
+PRESET_FIELDS = tuple(MODEL_PRESETS["tiny"])  # every preset names the same fields
 
 
 def build(config: Config) -> list[gr.components.Component]:
@@ -31,7 +34,30 @@ def build(config: Config) -> list[gr.components.Component]:
             with gr.Row():
                 for name in rest[start : start + 4]:
                     widgets[name] = _widget(name, getattr(config, name))
+    # `select`, not `change`: a user's pick (the same model again too), never a value set by code (a published task's)
+    widgets["model"].select(
+        preset, widgets["model"], [widgets[name] for name in PRESET_FIELDS], api_visibility="private"
+    )
     return [widgets[name] for name in FIELDS]
+
+
+def first_config() -> Config:
+    """What the form shows first, the app's first run: Config's defaults with its model's preset (tiny's)."""
+    return dataclasses.replace(DEFAULTS, **MODEL_PRESETS.get(DEFAULTS.model, {}))
+
+
+def preset(model: str) -> list:
+    """The model's suggested settings in `PRESET_FIELDS` order, said in a notice; unchanged for a model without."""
+    values = MODEL_PRESETS.get(model)
+    if values is None:
+        return [gr.skip()] * len(PRESET_FIELDS)
+    gr.Info(f"Suggested settings for {model}: " + ", ".join(f"{name} {value:g}" for name, value in values.items()))
+    return list(values.values())
+
+
+def pick(form: list, *names: str) -> list:
+    """The form's widgets of the fields `names`."""
+    return [form[FIELDS.index(name)] for name in names]
 
 
 def _widget(name: str, value) -> gr.components.Component:
@@ -40,6 +66,7 @@ def _widget(name: str, value) -> gr.components.Component:
     if name in CHOICES:
         return gr.Dropdown(list(CHOICES[name]), value=value, **common)
     if name == "model":  # the models that work offline, or any hub id or folder typed in
+        common["info"] += f"; choosing one fills in its suggested {', '.join(PRESET_FIELDS)}"
         return gr.Dropdown(list(MODEL_CHOICES), value=value, allow_custom_value=True, **common)
     if kind is bool:
         return gr.Checkbox(value, **common)
@@ -56,7 +83,7 @@ def values(config: Config) -> list:
 def to_config(form_values) -> Config:
     """The Config the form describes; an empty, mistyped or invalid value names its field."""
     given = dict(zip(FIELDS, form_values, strict=True))
-    optional = {name for name in FIELDS if KINDS[name] == dict[str, float]}  # empty: every weight 1.0
+    optional = {name for name in FIELDS if _text(getattr(DEFAULTS, name)) == ""}  # empty by default: weights, models
     missing = [name for name, value in given.items() if value is None or (value == "" and name not in optional)]
     if missing:
         raise ConfigError(f"{', '.join(missing)} must be given")

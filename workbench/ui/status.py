@@ -1,8 +1,11 @@
-"""The Train tab's status line and the health banner of the checks that fire on a run."""
+"""The Train tab's status line and the health banner of the checks that fire on a run; what a page shows while an
+action runs (its button disabled, saying what it does) and where error text wraps."""
 
 from __future__ import annotations
 
 import html
+
+import gradio as gr
 
 from workbench.events import Finding
 from workbench.formatting import duration, nullable
@@ -14,6 +17,8 @@ def status(snapshot) -> str:
     line = f"**{snapshot.status}**"
     if snapshot.run_id:
         line += f" · run `{snapshot.run_id}` · step {snapshot.step}/{snapshot.steps}"
+    if snapshot.status == "queued" and snapshot.queue_place:
+        line += f" · number {snapshot.queue_place} in the queue: it starts when a run ahead of it ends"
     if snapshot.history:
         line += f" · {snapshot.seconds_per_step:.2f} s/step"
         threads = nullable(snapshot.history[-1].get("threads"))  # the step's torch threads (engine.threads)
@@ -47,3 +52,34 @@ def health_html(findings: list[Finding]) -> str:
         "#e0a000;background:rgba(255,176,0,0.12);border-radius:6px;padding:6px 10px'>"
         f"<b>Health checks firing</b><ul style='margin:4px 0'>{items}</ul></div>"
     )
+
+
+# Error text (a traceback, an install command) wraps inside its box instead of running off its right edge; as a
+# hidden gr.HTML, this applies to the whole page.
+WRAP_STYLE = """<style>
+#run-status pre, #run-status code, #train-message pre, #train-message code, #reward-message pre,
+#reward-message code, #dry-run-message pre, #dry-run-message code, #data-message code, #train-context code
+{ white-space: pre-wrap !important; word-break: break-word !important; overflow-wrap: anywhere }
+</style>"""
+
+
+def waiting_html(snapshot) -> str:
+    """The live group's place while the followed run has scored no group yet (a new or resumed run, or one that paused
+    before its first): never an earlier run's group."""
+    return (
+        f"<div id='live-step' data-step='0' data-run='{html.escape(snapshot.run_id or '')}'>No group of run "
+        f"<code>{html.escape(snapshot.run_id or '')}</code> yet: its groups show here as soon as a step scores them."
+        "</div>"
+    )
+
+
+def while_running(button: gr.Button, doing: str, fn, inputs, outputs, **listener) -> gr.events.Dependency:
+    """`button.click` running `fn`, with the button disabled and saying `doing` until `fn` has returned or failed: a
+    second click cannot send the same work again, and the page shows that it works (the outputs show Gradio's
+    progress too). `listener`: the arguments of `fn`'s event (api_name, ...).  -> `fn`'s event, for `.then`"""
+    label = button.value
+    work = button.click(
+        lambda: gr.Button(doing, interactive=False), None, button, queue=False, api_visibility="private"
+    ).then(fn, inputs, outputs, **listener)
+    work.then(lambda: gr.Button(label, interactive=True), None, button, queue=False, api_visibility="private")
+    return work

@@ -1,6 +1,7 @@
-"""Train: the config form, Start / Stop / Resume / swap the reward, the status line, the health banner,
-the run as a command and as code, then the live view: a group picker, the group, the curves, the step's
-groups (a row each; a click opens one), and one of the shown group's completions token by token.
+"""Train: the config form, what Start trains (task, reward version, model, precision: drawn by `workbench.ui`), Start /
+Stop / Resume / swap the reward, the status line, the health banner, the run as a command and as code, then the live
+view: a group picker, the group, the curves, the step's groups (a row each; a click opens one), and one of the shown
+group's completions token by token.
 
 The page polls the runner only while its run is starting or running: Start and Resume turn the timer on,
 and the tick that sees the run end draws its final state and turns it off, so that an idle page sends
@@ -10,7 +11,9 @@ so a tab in the background does not poll either. Opening the tab draws the runne
 restart the newest stored run (`Runner.shown`). Each draw sends only what changed since the page last
 drew it (a new step, another group, a new health finding), so a zoomed plot is not redrawn under the
 user's cursor. A step's groups show as soon as they are scored; their tokens (log-probs, ratio, clip,
-KL) come from the store once the step's update has written them.
+KL) come from the store once the step's update has written them. The live view follows the runner's run only: a new
+or resumed run clears the group of the one before until its own first groups are scored, and Start is drawn plain
+(secondary) while a run is active.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from workbench.store.database import Store
 from workbench.store.inspection import groups_table
 from workbench.ui import config_form, step_views
 from workbench.ui.group_view import group_html, stored_group_html
-from workbench.ui.status import health_html, status
+from workbench.ui.status import WRAP_STYLE, health_html, status, waiting_html
 from workbench.ui.token_view import stored_tokens_html, token_view_html, tokens_pending_html
 
 REFRESH_SECONDS = 0.5
@@ -39,13 +42,15 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
     live = LiveView(runner, store)
     shows = [page.follow, page.group_id, page.completion, page.sort, page.drawn]
     outputs = [page.status, page.health, page.group, page.plot, page.step, page.step_view, page.tokens]
-    outputs += [page.drawn, page.timer]
+    outputs += [page.drawn, page.timer, page.start]
     _wire(page, live, shows, outputs)
     return SimpleNamespace(
         form=page.form,
         start=page.start,
         resume=page.resume,
         swap=page.swap,
+        context=page.context,
+        chat_switch=page.chat_switch,
         message=page.message,
         command=page.command,
         code=page.code,
@@ -60,7 +65,10 @@ def build(runner: Runner, store: Store) -> SimpleNamespace:
 
 def _layout() -> SimpleNamespace:
     """The form and the run's buttons, the status and health, the run as code, then the live view."""
-    form = config_form.build(Config())
+    form = config_form.build(config_form.first_config())  # the app's first run: tiny's preset
+    gr.HTML(WRAP_STYLE, visible="hidden")  # display: none; its style applies to the page
+    context = gr.Markdown(elem_id="train-context")  # what Start trains, said where it acts
+    chat_switch = gr.Button("Send prompts as chat messages", visible=False, size="sm", elem_id="chat-switch")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="start-button")
         stop = gr.Button("Stop", elem_id="stop-button")
@@ -139,6 +147,10 @@ class LiveView:
         scored = snapshot.last_groups
         # `shown` is the session's state as the server holds it now, the checkbox as the page sent it: a tick
         # sent before a look-back but run after it must not draw the latest step over the step looked back at
+        if following and shown.get("following", True) and scored is None and shown.get("group") is not None:
+            # the run followed now (a new or resumed one) has scored no group yet: what is drawn is an earlier run's
+            shown.update(group=None, groups=None, tokens=None, tokens_pending=None)
+            group_update, groups_update, tokens_update = waiting_html(snapshot), "", ""
         if following and shown.get("following", True) and scored is not None:
             g = min(int(picked_group or 0), len(scored.groups) - 1)
             key = (scored.run_id, scored.step, g)
@@ -183,20 +195,31 @@ class LiveView:
     def open_page(self, following, picked_group, picked_completion, sort_by, shown):
         """The tab as it opens: everything drawn afresh; the timer on while the runner's run is active."""
         active = self.runner.snapshot.active
-        page = self.draw(self.runner.shown(), following, picked_group, picked_completion, sort_by, {})
-        return *page, gr.Timer(active=self.still_active(active))
+        *page, shown = self.draw(self.runner.shown(), following, picked_group, picked_completion, sort_by, {})
+        start = self.start_look(shown)
+        return *page, shown, gr.Timer(active=self.still_active(active)), start
 
     def refresh(self, following, picked_group, picked_completion, sort_by, shown):
         """A tick: what changed; the tick that sees the run over draws its final state and stops the timer."""
         active = self.runner.snapshot.active
-        page = self.draw(self.runner.shown(), following, picked_group, picked_completion, sort_by, shown)
-        return *page, gr.skip() if self.still_active(active) else gr.Timer(active=False)
+        *page, shown = self.draw(self.runner.shown(), following, picked_group, picked_completion, sort_by, shown)
+        start = self.start_look(shown)
+        return *page, shown, gr.skip() if self.still_active(active) else gr.Timer(active=False), start
 
-    @staticmethod
-    def watch(started: bool):
-        """After Start or Resume: poll if they started a run; the first tick stops it again if the run is over
-        already."""
-        return gr.Timer(active=True) if started else gr.skip()
+    def start_look(self, shown: dict):
+        """Start, plain while a run is active (a second Start is refused: one run trains at a time), primary when
+        none is; recorded in `shown`, and sent only when it changes."""
+        variant = "secondary" if self.runner.snapshot.active else "primary"
+        if shown.get("start") == variant:
+            return gr.skip()
+        shown["start"] = variant
+        return gr.Button(variant=variant)
+
+    def watch(self, started: bool):
+        """After Start or Resume: poll if they started a run (the first tick stops it again if the run is over
+        already), and Start's look."""
+        variant = "secondary" if self.runner.snapshot.active else "primary"
+        return gr.Timer(active=True) if started else gr.skip(), gr.Button(variant=variant)
 
     def look_back(self, picked_step, picked_group, picked_completion, sort_by, shown):
         """The picked step's group, its tokens and the step's groups from the store; following stops until the
