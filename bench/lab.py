@@ -1,6 +1,7 @@
-"""The seed's four claims about GRPO, measured (workbench.engine.lab): the "GRPO lab" tables of docs/lab.md.
+"""The seed's four claims about GRPO, the KL grid and GSPO, measured (workbench.engine.lab): the "GRPO lab", "The
+KL grid" and "GSPO against GRPO" tables of docs/lab.md.
 
-    python bench/lab.py [--parts memory variance signal beta] [--models tiny smollm2]
+    python bench/lab.py [--parts memory variance signal beta kl gspo] [--models tiny smollm2] [--parallel 2]
 
 a. memory: peak memory and seconds per step of GRPO and of PPO with its critic, each run in its own
    process (a sweep over advantage_estimator, scale_rewards 'batch' for both, 3 seeds, --steps
@@ -17,7 +18,8 @@ d. beta: beta 0, 0.04 and 0.2, three seeds each, --beta-steps steps on arithmeti
    held-out greedy accuracy at the end, and the KL to the reference measured afterwards on 32
    held-out prompts x 8 samples (`lab.kl_to_reference`, so beta 0 is measured too); medians over seeds.
 e. kl: the KL grid, kl_estimator k1, k2, k3 x its placement (in the loss, or use_kl_in_reward), at beta --kl-beta,
-   three seeds, --kl-steps steps on arithmetic, beside beta 0; measured as in d, plus the held-out sampled reward.
+   three seeds, --kl-steps steps on arithmetic, beside beta 0; measured as in d, plus the held-out sampled reward
+   (--parallel runs at once; 11 minutes of CPU at the defaults).
 f. gspo: importance_sampling_level token (GRPO) against sequence (GSPO) with num_iterations --gspo-iterations (on
    policy, one update per batch, their gradients are the same), three seeds, measured as in e with the clipped
    share; then the per-token ratios of one group of the GSPO run beside each completion's sequence ratio.
@@ -238,7 +240,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=100, help="PPO steps before the variance measurement")
     parser.add_argument("--resamples", type=int, default=16)
     parser.add_argument("--beta-steps", type=int, default=500)
-    parser.add_argument("--kl-steps", type=int, default=200, help="steps of each run of the KL grid and of gspo")
+    parser.add_argument("--kl-steps", type=int, default=50, help="steps of each run of the KL grid and of gspo")
     parser.add_argument("--kl-beta", type=float, default=0.1, help="beta of the KL grid and of gspo")
     parser.add_argument("--gspo-iterations", type=int, default=2, help="num_iterations of gspo's runs")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once in the kl and gspo sweeps")
