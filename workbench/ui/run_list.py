@@ -13,7 +13,7 @@ from workbench.formatting import cut, nullable
 
 # the runs table's columns, as `runs_table` fills them
 COLUMNS = ["run_id", "name", "tags", "task", "model", "status", "step", "reward", "started", "settings"]
-COLUMN_WIDTHS = [265, 110, 90, 100, 60, 105, 65, 65, 145, 195]  # px: in 1280 px, no scrolling, an id on one line
+COLUMN_WIDTHS = [265, 110, 90, 100, 60, 105, 85, 65, 145, 175]  # px: in 1280 px, no scrolling, an id on one line
 SETTINGS_WIDTH = 48  # the characters of a run's changed settings the table shows (the summary has them all)
 
 
