@@ -3,7 +3,8 @@
     python bench/classroom.py [--students 30] [--steps 20] [--slots N]
 
 Starts `python app.py --users FILE` on a free port (each student an account, one teacher), then one client per
-student (threads of this process, bounded: gradio_client over 127.0.0.1) logs in, starts a --steps-step run of
+student (threads of this process, bounded: gradio_client over 127.0.0.1; the class arriving over --arrival
+seconds, as a room does) logs in, starts a --steps-step run of
 the tiny model on arithmetic (group size 4, 4 prompts a step, at most 16 new tokens), and polls its status every
 2 s, fetching its page every fifth poll, until the run finishes. Then it checks that every run finished with
 every step stored (each student's store, read after the server stops) and that no student's run list holds
@@ -27,6 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 from gradio_client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,6 +36,7 @@ from app import ROOT, free_port, wait_http  # noqa: E402  the app bench's helper
 
 RUN = {"steps": 20, "group_size": 4, "prompts_per_step": 4, "max_new_tokens": 16, "checkpoint_every": 100}
 POLL_SECONDS = 2.0
+CLIENT_TIMEOUT = httpx.Timeout(120.0)  # a login's first call reads the page's API description, built once per user
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -57,7 +60,9 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def student(url: str, name: str, steps: int, latencies: dict, outcome: dict) -> None:
-    client = Client(f"{url}/u/{name}/", auth=(name, f"{name}-pw"), verbose=False)
+    client = Client(
+        f"{url}/u/{name}/", auth=(name, f"{name}-pw"), verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT}
+    )
     run_id = client.predict("arithmetic", RUN | {"steps": steps}, api_name="/train")
     polls = 0
     while True:
@@ -76,7 +81,7 @@ def student(url: str, name: str, steps: int, latencies: dict, outcome: dict) -> 
     outcome[name] = (run_id, status, [r["run_id"] for r in client.predict(api_name="/runs")])
 
 
-def one_class(users: list[str], steps: int, slots: int | None, workspace: Path) -> dict:
+def one_class(users: list[str], steps: int, slots: int | None, workspace: Path, arrival: float) -> dict:
     accounts = workspace / "class.txt"
     accounts.write_text("".join(f"{name}:{name}-pw\n" for name in users) + "teacher:t-pw:teacher\n")
     port = free_port()
@@ -101,7 +106,7 @@ def one_class(users: list[str], steps: int, slots: int | None, workspace: Path) 
             clients = [threading.Thread(target=student, args=(url, u, steps, latencies, outcome)) for u in users]
             for c in clients:
                 c.start()
-                time.sleep(0.05)
+                time.sleep(arrival / len(users))
             for c in clients:
                 c.join()
             wall = time.monotonic() - started
@@ -137,13 +142,14 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--slots", type=int, help="--max-concurrent-runs (default: the app's)")
+    parser.add_argument("--arrival", type=float, default=15.0, help="seconds over which the students log in")
     args = parser.parse_args()
     alone_folder = Path(tempfile.mkdtemp(prefix="bench-class-alone-"))
-    alone = one_class(["solo"], args.steps, args.slots, alone_folder)
+    alone = one_class(["solo"], args.steps, args.slots, alone_folder, 0.0)
     alone_rate = steps_per_second(alone_folder, alone["outcome"])
     folder = Path(tempfile.mkdtemp(prefix="bench-class-"))
     users = [f"s{n:02d}" for n in range(args.students)]
-    result = one_class(users, args.steps, args.slots, folder)
+    result = one_class(users, args.steps, args.slots, folder, args.arrival)
     finished = [u for u, (_, status, _) in result["outcome"].items() if status["status"] == "finished"]
     whole = [u for u, (run_id, _, _) in result["outcome"].items() if stored(folder, u, run_id)[0] == args.steps]
     isolated = all(runs == [run_id] for run_id, _, runs in result["outcome"].values())

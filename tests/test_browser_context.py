@@ -167,7 +167,7 @@ def test_a_late_answer_never_overwrites_a_newer_one_and_buttons_wait(browser, ap
     set_code(page, SLOW_VALIDATE)
     page.click("#validate-button")
     wait_text(page, "#validate-button", "Validating…")
-    fill_stable(page, "#try-completion input", "42")
+    fill_stable(page, "#try-completion :is(input, textarea)", "42")
     page.click("#try-button")  # newer than the Validate, answered first
     wait_text(page, "#reward-message", "for '42'")
     enabled_again(page, "validate-button", "Validate")

@@ -237,6 +237,7 @@ def test_the_runs_tab_shows_a_sweep_in_the_browser(app_url, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         page.goto(app_url)
         page.get_by_role("tab", name="Runs").click()
+        page.get_by_role("tab", name="Sweeps", exact=True).click()
         choose(page, "sweep-open", "sweep-b")
         page.wait_for_selector("#sweep-table [role=gridcell]")
         headers = page.locator("#sweep-table [role=columnheader]").all_inner_texts()

@@ -225,5 +225,5 @@ def build_app(
             data.picker.select(published_settings, data.picker, live.form, api_visibility="private")
         if teacher:
             teacher_tab.wire(page, classroom, class_page, data.task, data.editor, live.form)
-    app.queue(default_concurrency_limit=None)  # users' events run side by side; heavy work waits in workers.call
+    app.queue()  # Gradio's default: one call of each event at a time; in a classroom each user has an app of their own
     return app
