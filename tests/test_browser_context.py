@@ -260,6 +260,13 @@ def test_a_chat_model_gets_its_settings_and_the_advice_to_send_chat_messages(bro
     assert page.input_value("#max_new_tokens input") == "48"
 
 
+CHAT_AWARE = (
+    "def correct(completions, answer, **kwargs):\n"
+    "    texts = [c if isinstance(c, str) else c[0]['content'] for c in completions]\n"
+    "    return [float(t.strip() == str(a)) for t, a in zip(texts, answer)]\n"
+)
+
+
 @pytest.mark.real_model
 def test_a_dry_run_on_smollm2_says_what_it_sampled_and_how_the_prompts_went(browser, app_url):
     page = open_page(browser, app_url)
@@ -274,14 +281,16 @@ def test_a_dry_run_on_smollm2_says_what_it_sampled_and_how_the_prompts_went(brow
     wait_text(page, "#dry-run-result", "groups without signal", timeout=180_000)
     report = page.inner_text("#dry-run-result")
     assert f"model {SMOLLM2}" in page.inner_text("#dry-run-result .dry-run-context")
-    assert "Plain-string prompts to a chat model" in report and "17+22=" in report
+    assert "Plain-string prompts to a chat model" in report
+    assert re.search(r"\b\d+\+\d+=", report)  # a group's prompt, a plain string
 
+    set_code(page, CHAT_AWARE)  # chat prompts get chat completions: lists of messages, as TRL passes them
     page.check("#chat-prompts input")
     page.click("#dry-run-button")
     wait_text(page, "#dry-run-result", "plain strings sent as chat messages", timeout=180_000)
     report = page.inner_text("#dry-run-result")
     assert "Plain-string prompts to a chat model" not in report
-    assert "{'role': 'user', 'content': '17+22='}" in report  # the groups' prompts, as the model got them
+    assert re.search(r"\{'role': 'user', 'content': '\d+\+\d+='\}", report)  # the prompts as the model got them
 
 
 def test_the_missing_wheel_error_wraps_inside_its_box(browser, tmp_path, monkeypatch):

@@ -95,7 +95,8 @@ def chat_advice(task: Task, model: str, chat: bool) -> str:
         f"<b>Plain-string prompts to a chat model:</b> {html.escape(model)} has a chat template, which is applied only "
         "to chat prompts (lists of messages), as TRL does: a plain string reaches the model without it, and an "
         "instruct model answers it as raw text (it rambles). Send the prompts as chat messages: each one becomes "
-        f"<code>{message}</code>."
+        f"<code>{message}</code>, and each completion arrives at the reward as messages too "
+        '(<code>completion[0]["content"]</code>, as TRL passes them).'
     )
 
 
