@@ -118,3 +118,15 @@ def test_normalize_then_sum_stores_gdpos_advantages(tmp_path):
     expected = (rewards - rewards.mean()) / (rewards.std() + 1e-4)
     assert values.advantage.tolist() == pytest.approx(expected.tolist(), abs=1e-4)
     assert values.advantage.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_the_token_view_stores_the_runs_own_kl_estimate(tmp_path, estimator):
+    run(Config(steps=2, beta=0.1, kl_estimator=estimator, learning_rate=1e-2, **SMALL), tmp_path)
+    tokens = Store(tmp_path).query(
+        "SELECT unnest(logprob) AS lp, unnest(ref_logprob) AS ref, unnest(kl) AS kl FROM tokens WHERE step = 2"
+    )
+    d = torch.tensor(tokens.ref.to_numpy()) - torch.tensor(tokens.lp.to_numpy())  # log pi_ref - log pi_theta
+    by_hand = {"k1": -d, "k2": d.pow(2) / 2, "k3": d.exp() - d - 1}[estimator]
+    assert len(tokens) > 0 and d.abs().max() > 0  # the adapter moved the policy off the reference
+    torch.testing.assert_close(torch.tensor(tokens.kl.to_numpy()), by_hand, rtol=1e-4, atol=1e-6)

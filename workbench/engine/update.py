@@ -181,7 +181,8 @@ def old_policy_log_probs(policy: Policy, inputs, group_size: int, temperature: f
 
 def token_stats(policy: Policy, part: Rollouts, advantages, log_probs, old_log_probs, ref_log_probs, config) -> list:
     """Each completion's tokens with log p under the policy and the reference, the ratio per token, whether the clip
-    (or cispo's cap) bound, k3's KL and the sampler's entropy: what the token view shows.  -> a dict per row
+    (or cispo's cap) bound, the kl_estimator's term and the sampler's entropy: what the token view shows.  -> a dict
+    per row
 
     With importance_sampling_level 'sequence', `clipped` marks every token of a completion whose ratio (exp of its
     tokens' mean log ratio) was clipped."""
@@ -196,7 +197,7 @@ def token_stats(policy: Policy, part: Rollouts, advantages, log_probs, old_log_p
         importance_sampling_level=config.importance_sampling_level,
     )
     ratio = (log_probs - old_log_probs).exp()
-    kl = None if ref_log_probs is None else grpo.kl_k3(log_probs, ref_log_probs)
+    kl = None if ref_log_probs is None else grpo.KL[config.kl_estimator](log_probs, ref_log_probs)
     columns = dict(
         logprob=log_probs, ratio=ratio, clipped=clipped, entropy=part.entropies, ref_logprob=ref_log_probs, kl=kl
     )

@@ -20,7 +20,10 @@ TOKEN_NUMBER = ".4g"  # 4 significant digits: log-probs and KL terms can be tiny
 SHADES = {
     "logprob": ("log-prob", "the darker, the less likely the policy found the token (log p further below 0)"),
     "entropy": ("entropy", "the darker, the less sure the sampler was of what to write here (its entropy)"),
-    "kl": ("KL to the reference", "the darker, the further this token moved from the reference (the k3 term)"),
+    "kl": (
+        "KL to the reference",
+        "the darker, the further this token moved from the reference (the run's kl_estimator term, k3 by default)",
+    ),
     "contribution": ("push (A x ratio)", "green pushed up by the update, red pushed down (A x ratio, 0 if clipped)"),
 }
 DEFAULT_SHADE = "logprob"
