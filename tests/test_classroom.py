@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from chromium import fill_stable, wait_text
 from gradio_client import Client
 
 from workbench.accounts import hash_password
@@ -125,3 +126,36 @@ def test_a_classroom_without_a_sandbox_or_with_a_bad_users_file_is_refused(tmp_p
         [sys.executable, APP, "--users", str(users), "--workspace", str(tmp_path)], capture_output=True, text=True
     )
     assert result.returncode == 2 and f"{users}, line 1: ada has no password" in result.stderr
+
+
+@pytest.mark.browser
+def test_in_the_browser_a_student_sees_only_their_own_runs_and_logs_in_only_on_their_page(classroom, browser):
+    url, _ = classroom
+    ada, bob = client(url, "ada", "ada-pw"), client(url, "bob", "bob-pw")
+    hers, his = (student.predict("arithmetic", SMALL, api_name="/train") for student in (ada, bob))
+    wait_for(lambda: bob.predict(his, api_name="/status")["status"] == "finished")
+    wait_for(lambda: ada.predict(hers, api_name="/status")["status"] == "finished")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{url}/")
+    page.fill("input[name=name]", "bob")
+    page.click("button")  # the front page sends bob to his own page's login
+    page.wait_for_url(f"{url}/u/bob/**")
+    page.fill("input[type=text]", "bob")
+    page.fill("input[type=password]", "bob-pw")
+    page.keyboard.press("Enter")
+    page.get_by_role("tab", name="Explore").click()
+    fill_stable(page, "#sql-input textarea", "SELECT run_id FROM runs")
+    page.click("#sql-run")
+    wait_text(page, "#sql-message", "row")
+    shown = page.inner_text("#sql-result")
+    assert his in shown and hers not in shown  # bob's own runs, none of ada's
+    assert "GRPO Workbench · bob" in page.inner_text("body")
+    assert "Class" not in page.get_by_role("tab").all_inner_texts()  # the teacher's tab is not a student's
+
+    page.goto(f"{url}/u/ada/")  # bob's login is not ada's page's
+    page.fill("input[type=text]", "bob")
+    page.fill("input[type=password]", "bob-pw")
+    page.keyboard.press("Enter")
+    wait_text(page, "body", "Incorrect")
+    assert hers not in page.inner_text("body")
+    page.close()
