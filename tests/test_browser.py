@@ -123,11 +123,11 @@ def test_the_whole_flow_from_upload_to_query_runs_and_reload(page, tmp_path):
     wait_text(page, "#run-status", "stopped", timeout=60_000)
 
     page.get_by_role("tab", name="Explore").click()
+    wait_text(page, "#sql-message", "rows")  # the tab opens on the run's named query, run at once
     sql = "SELECT count(DISTINCT reward_version) AS versions, min(step) AS first FROM rollouts"
     fill_stable(page, "#sql-input textarea", sql)
     page.click("#sql-run")
-    page.wait_for_selector("#sql-result [role=gridcell]")
-    assert page.inner_text("#sql-message") == "1 row"
+    page.wait_for_function("() => document.querySelector('#sql-message')?.innerText.trim() === '1 row'")
     assert page.locator("#sql-result [role=gridcell]").first.inner_text().strip() == "1"
     with page.expect_download() as download:
         page.click("#sql-download")

@@ -272,11 +272,13 @@ def _wire_listing(page: SimpleNamespace, view: RunsView) -> None:
         view.open_all, page.open_inputs, page.opened_outputs, api_visibility="private"
     )
     # .input, not .change: when `show` picks a run, its `.then(open_all)` draws it
+    # what it said or asked of the run before is closed first, so that a Delete pressed once the run shows is
+    # never closed by the opening
     opened_outputs = page.opened_outputs
-    page.opened.input(view.open_run, [page.opened, page.smoothing], opened_outputs[:5], api_name="open_run")
-    page.opened.input(view.open_rest, page.open_inputs, opened_outputs[5:], api_visibility="private")
-    closed = [page.message_box, page.confirm_row]  # what it said or asked of the run before
-    page.opened.input(_closed, None, closed, api_visibility="private")
+    closed = [page.message_box, page.confirm_row]
+    opening = page.opened.input(_closed, None, closed, api_visibility="private")
+    opening.then(view.open_run, [page.opened, page.smoothing], opened_outputs[:5], api_name="open_run")
+    opening.then(view.open_rest, page.open_inputs, opened_outputs[5:], api_visibility="private")
     page.table.select(_closed, None, closed, api_visibility="private")
 
 
