@@ -103,32 +103,7 @@ def test_the_teacher_sees_every_run_publishes_a_task_and_stops_a_run(classroom):
     wait_for(lambda: ada.predict(long, api_name="/status")["status"] == "stopped")
 
 
-def test_logins_are_throttled(classroom):
-    url, _ = classroom
-    login = f"{url}/u/bob/login"
-
-    def attempt(password: str) -> int:
-        data = urllib.parse.urlencode({"username": "bob", "password": password}).encode()
-        try:
-            with urllib.request.urlopen(urllib.request.Request(login, data), timeout=10) as response:
-                return response.status
-        except urllib.error.HTTPError as error:
-            return error.code
-
-    assert [attempt("nope") for _ in range(40)] == [400] * 40
-    assert attempt("bob-pw") == 400  # the right password, throttled after so many wrong ones
-
-
-def test_a_classroom_without_a_sandbox_or_with_a_bad_users_file_is_refused(tmp_path):
-    users = tmp_path / "class.txt"
-    users.write_text("ada\n")
-    result = subprocess.run(
-        [sys.executable, APP, "--users", str(users), "--workspace", str(tmp_path)], capture_output=True, text=True
-    )
-    assert result.returncode == 2 and f"{users}, line 1: ada has no password" in result.stderr
-
-
-@pytest.mark.browser
+@pytest.mark.browser  # before the throttle test, whose wrong passwords throttle every login from 127.0.0.1
 def test_in_the_browser_a_student_sees_only_their_own_runs_and_logs_in_only_on_their_page(classroom, browser):
     url, _ = classroom
     ada, bob = client(url, "ada", "ada-pw"), client(url, "bob", "bob-pw")
@@ -159,3 +134,28 @@ def test_in_the_browser_a_student_sees_only_their_own_runs_and_logs_in_only_on_t
     wait_text(page, "body", "Incorrect")
     assert hers not in page.inner_text("body")
     page.close()
+
+
+def test_logins_are_throttled(classroom):
+    url, _ = classroom
+    login = f"{url}/u/bob/login"
+
+    def attempt(password: str) -> int:
+        data = urllib.parse.urlencode({"username": "bob", "password": password}).encode()
+        try:
+            with urllib.request.urlopen(urllib.request.Request(login, data), timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert [attempt("nope") for _ in range(40)] == [400] * 40
+    assert attempt("bob-pw") == 400  # the right password, throttled after so many wrong ones
+
+
+def test_a_classroom_without_a_sandbox_or_with_a_bad_users_file_is_refused(tmp_path):
+    users = tmp_path / "class.txt"
+    users.write_text("ada\n")
+    result = subprocess.run(
+        [sys.executable, APP, "--users", str(users), "--workspace", str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and f"{users}, line 1: ada has no password" in result.stderr
