@@ -23,7 +23,7 @@ from workbench.rewards.tasks import sample_task_names
 from workbench.store import health
 from workbench.store.database import Store
 
-CHAT_TASKS = ("short_answers",)  # for real instruct models; the tiny model does not know them
+CHAT_TASKS = ("short_answers", "polite_reply")  # for real instruct models; the tiny model does not know them
 EDGE = 10  # steps averaged at each end of the run
 
 

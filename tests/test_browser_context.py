@@ -240,6 +240,9 @@ def test_a_chat_model_gets_its_settings_and_the_advice_to_send_chat_messages(bro
     settings = {name: page.input_value(f"#{name} input") for name in ("max_new_tokens", "lora_rank", "group_size")}
     assert settings == {"max_new_tokens": "64", "lora_rank": "16", "group_size": "8"}
     assert page.input_value("#lora_alpha input") in ("32", "32.0")
+    assert page.input_value("#lora_target_modules textarea, #lora_target_modules input") == (
+        "q_proj, k_proj, v_proj, o_proj"
+    )
     wait_text(page, "#train-context", "Plain-string prompts to a chat model")
     assert f"on model {SMOLLM2}" in page.inner_text("#train-context")
     fill_stable(page, "#learning_rate input", "0.0001")  # the settings stay editable
@@ -258,6 +261,7 @@ def test_a_chat_model_gets_its_settings_and_the_advice_to_send_chat_messages(bro
     choose(page, "model", "tiny")  # back: the tiny model's settings
     page.wait_for_function("() => document.querySelector('#learning_rate input').value === '0.001'")
     assert page.input_value("#max_new_tokens input") == "48"
+    assert page.input_value("#lora_target_modules textarea, #lora_target_modules input") == "all-linear"
 
 
 CHAT_AWARE = (

@@ -28,6 +28,7 @@ from workbench.engine.trainer import train
 from workbench.events import RunStarted, StepFinished
 from workbench.rewards.scoring import RewardSource
 from workbench.rewards.tasks import load_task
+from workbench.store import health
 from workbench.store.database import Store
 
 ALWAYS_ONE = "def always_one(completions, **kwargs):\n    return [1.0 for _ in completions]\n"
@@ -114,7 +115,7 @@ def test_an_idle_page_is_quiet_and_a_run_is_followed_live_to_its_end(browser, ap
     assert len(events) <= 2, events  # Start, and its check whether a run started
 
     page.get_by_role("tab", name="Task & reward").click()
-    set_code(page, ALWAYS_ONE)  # every group's rewards are equal: no_signal fires after step 1
+    set_code(page, ALWAYS_ONE)  # every group's rewards are equal: no_signal fires after step 5
     page.get_by_role("tab", name="Train").click()
     for elem_id, value in [("steps", 2000), ("group_size", 4), ("prompts_per_step", 2), ("max_new_tokens", 4)]:
         fill_stable(page, f"#{elem_id} input", str(value))
@@ -148,13 +149,14 @@ def test_an_idle_page_is_quiet_and_a_run_is_followed_live_to_its_end(browser, ap
     assert len(ended) <= 1
 
 
-def trained(workspace, reward: str | None = None, stop_after: int | None = None) -> str:
+def trained(workspace, reward: str | None = None, stop_after: int | None = None, steps: int = 3) -> str:
     """A run of the tiny model on arithmetic, trained here; stopped after `stop_after` steps if given."""
     task = load_task("arithmetic")
     if reward:
         task = task.with_rewards(RewardSource(reward))
     stop = threading.Event()
-    for event in train(Config(prompts_per_step=4, group_size=4, steps=3, precision="fp32"), task, workspace, stop=stop):
+    config = Config(prompts_per_step=4, group_size=4, steps=steps, precision="fp32")
+    for event in train(config, task, workspace, stop=stop):
         if isinstance(event, RunStarted):
             run_id = event.run_id
         if isinstance(event, StepFinished) and event.step == stop_after:
@@ -166,7 +168,9 @@ def trained(workspace, reward: str | None = None, stop_after: int | None = None)
 def workspace(tmp_path):
     """Three runs, oldest first: a reward that is always 1, a healthy run stopped after step 2, a healthy run."""
     runs = SimpleNamespace(
-        no_signal=trained(tmp_path, ALWAYS_ONE), stopped=trained(tmp_path, stop_after=2), finished=trained(tmp_path)
+        no_signal=trained(tmp_path, ALWAYS_ONE, steps=health.WINDOW),  # no_signal looks at a window of steps
+        stopped=trained(tmp_path, stop_after=2),
+        finished=trained(tmp_path),
     )
     store = Store(tmp_path, create=False)
     assert store.runs().status.tolist() == ["finished", "stopped", "finished"]

@@ -188,6 +188,13 @@ def test_round_trip_through_json():
     assert Config.from_dict(config.to_dict()) == config
 
 
+def test_one_module_name_as_peft_takes_it():
+    # a bare string is one name, not its letters; a JSON list becomes the tuple the config holds
+    assert Config(lora_target_modules="all-linear").lora_target_modules == ("all-linear",)
+    assert Config(lora_target_modules=["q_proj", "v_proj"]).lora_target_modules == ("q_proj", "v_proj")
+    assert Config(reward_models="./rm").reward_models == ("./rm",)
+
+
 def test_learning_rate_schedules_by_hand():
     # 10 steps, 2 of warmup, lr 1: s = step - 1; warmup s / 2; linear (10 - s) / 8; cosine (1 + cos(pi (s - 2) / 8)) / 2
     linear = Config(steps=10, warmup_steps=2, learning_rate=1.0, lr_scheduler_type="linear")

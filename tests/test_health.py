@@ -51,7 +51,7 @@ def test_a_healthy_run_stays_quiet(tmp_path):
 @pytest.mark.parametrize(
     "check, reward, settings",
     [
-        ("no_signal", ALWAYS_ONE, dict(steps=2)),
+        ("no_signal", ALWAYS_ONE, dict(steps=health.WINDOW)),
         ("truncated", None, dict(steps=2, max_new_tokens=1)),
         ("adapter_still", None, dict(steps=health.STILL_STEPS, learning_rate=1e-9)),
         ("kl_rising", None, dict(steps=2 * health.WINDOW, learning_rate=0.01)),
@@ -95,19 +95,22 @@ CONFIG = Config().to_dict()
 
 
 def test_each_check_at_its_boundary():
-    assert health.no_signal(rows(5, frac_zero_std=0.6), CONFIG).check == "no_signal"
-    assert health.no_signal(rows(5, frac_zero_std=[0.6, 0.6, 0.6, 0.6, 0.55]), CONFIG) is None  # mean 0.59
+    assert health.no_signal(rows(5, frac_zero_std=0.75), CONFIG).check == "no_signal"
+    assert health.no_signal(rows(5, frac_zero_std=[0.75, 0.75, 0.75, 0.75, 0.7]), CONFIG) is None  # mean 0.74
+    assert health.no_signal(rows(4, frac_zero_std=1.0), CONFIG) is None  # less than a window
     assert health.truncated(rows(5, truncated_frac=0.3), CONFIG) is not None
     assert health.truncated(rows(5, truncated_frac=0.29), CONFIG) is None
     assert health.clip_high(rows(5, clip_frac=0.2), CONFIG) is not None
     assert health.clip_high(rows(5, clip_frac=0.19), CONFIG) is None
 
-    # window means: steps 6-10 average 0.625 (>= 0.6), exactly twice steps 1-5's 0.3125; a spike alone does not fire
-    kl = [0.3125] * 5 + [0.5, 0.75, 0.625, 0.5, 0.75]
-    assert "from 0.312 (mean over steps 1-5) to 0.625 (steps 6-10)" in health.kl_rising(rows(10, kl=kl), CONFIG).saw
+    # window medians: steps 6-10's is 0.625 (>= 0.6), exactly twice steps 1-5's 0.3125; a spike alone does not fire
+    kl = [0.3125] * 5 + [0.5, 0.75, 0.625, 0.7, 0.6]
+    assert "from 0.312 (median over steps 1-5) to 0.625 (steps 6-10)" in health.kl_rising(rows(10, kl=kl), CONFIG).saw
     assert health.kl_rising(rows(10, kl=[0.32] * 5 + kl[5:]), CONFIG) is None  # not doubled
     assert health.kl_rising(rows(10, kl=[0.2] * 5 + [0.59] * 5), CONFIG) is None  # doubled, below 0.6
-    assert health.kl_rising(rows(10, kl=[0.05] * 9 + [1.5]), CONFIG) is None  # a spike: mean 0.34
+    assert health.kl_rising(rows(10, kl=[0.05] * 9 + [1.5]), CONFIG) is None  # a spike: median 0.05
+    assert health.kl_rising(rows(10, kl=[0.15] * 6 + [7.0, 0.2, 0.15, 0.3]), CONFIG) is None  # mean 1.5, median 0.2
+    assert health.kl_rising(rows(10, kl=[0.15] * 5 + [0.1, 0.7, 0.8, 0.9, 0.2]), CONFIG) is not None  # median 0.7
     assert health.kl_rising(rows(9, kl=kl[1:]), CONFIG) is None  # no window before
 
     lengths = [10.0] * 5 + [5.0] * 5  # halved: fires at exactly 0.5
@@ -130,9 +133,9 @@ def test_kl_high_when_kl_stays_at_its_threshold_for_a_window():
     assert health.kl_high(rows(5, kl=None), CONFIG) is None  # beta 0: no KL logged
 
 
-def step_of(prompts_completions: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """A step's (prompt, completion) pairs from each prompt's group."""
-    return [(prompt, completion) for prompt, group in prompts_completions.items() for completion in group]
+def step_of(prompts_completions: dict[str, list[str]], reward=lambda prompt, completion: 1.0) -> list[tuple]:
+    """A step's (prompt, completion, reward) triples from each prompt's group; every completion paid 1 by default."""
+    return [(p, c, reward(p, c)) for p, group in prompts_completions.items() for c in group]
 
 
 def test_same_completion_names_a_string_that_takes_over_across_prompts():
@@ -157,6 +160,12 @@ def test_same_completion_names_a_string_that_takes_over_across_prompts():
     two = step_of({"a": ["s2"] * 5, "b": ["s2"] * 5, "c": list("vwxyz"), "d": list("VWXYZ")})
     assert health.same_completion(1, two) is None
     assert health.same_completion(1, []) is None
+
+    # a string whose reward depends on the prompt is the right answer to some of them (word problems whose answer
+    # is 4): 12 of 20 "4" over 4 prompts, right for two of them, does not fire; paid 0 on all four, it does
+    groups = {p: ["4", "4", "4", p + "x", p + "y"] for p in ("8-4=", "2+2=", "9-4=", "1+2=")}
+    assert health.same_completion(1, step_of(groups, lambda p, c: float(c == "4" and p in ("8-4=", "2+2=")))) is None
+    assert health.same_completion(1, step_of(groups, lambda p, c: 0.0)).saw.startswith('"4" (60%)')
 
 
 def test_same_completion_names_a_few_strings_that_take_over_together():

@@ -1,9 +1,10 @@
-"""Sampling pieces: the completion mask, the nucleus, and the shared-prompt forward."""
+"""Sampling pieces: the completion mask, the nucleus, the shared-prompt forward, and finished rows leaving."""
 
 import pytest
 import torch
 
 from workbench import Config, load_task
+from workbench.engine import rollout
 from workbench.engine.grpo import token_log_probs
 from workbench.engine.policy import load_policy, positions
 from workbench.engine.rollout import _completion_mask, group_uniforms, sample_groups, sample_token
@@ -79,3 +80,24 @@ def test_each_group_draws_from_its_own_seed():
     together = group_uniforms(2, 4, 8, [11, 22])
     assert torch.equal(together[4:], group_uniforms(1, 4, 8, [22]))  # the second group, sampled alone
     assert not torch.equal(together[:4], together[4:])
+
+
+@pytest.mark.parametrize("leave_at", [0.0, 0.5])  # a row leaves as soon as it finishes; when half have
+def test_finished_rows_leaving_the_batch_change_no_row(monkeypatch, leave_at):
+    policy = load_policy(Config(precision="fp32"))
+    task = load_task("format_following")  # tagged answers: completions of many lengths
+    prompts = [policy.encode_prompt(row["prompt"]) for row in task.batch(1, 4, seed=0)]
+
+    def sampled(share: float):
+        monkeypatch.setattr(rollout, "LEAVE_AT", share)
+        return sample_groups(policy, prompts, 4, 40, 1.0, 1.0, seeds=[1, 2, 3, 4])
+
+    kept, left = sampled(2.0), sampled(leave_at)  # 2.0: no row ever leaves
+    lengths = kept.completion_mask.sum(dim=1)
+    assert lengths.min() < lengths.max()  # rows did finish at different tokens
+    assert left.completions == kept.completions
+    for name in ("completion_ids", "completion_mask", "truncated"):
+        assert torch.equal(getattr(left, name), getattr(kept, name)), name
+    # a smaller batch rounds in the last bits: 1.4e-6 at most here, where a token's log-prob is ~1
+    torch.testing.assert_close(left.sampling_log_probs, kept.sampling_log_probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(left.entropies, kept.entropies, atol=1e-5, rtol=0)

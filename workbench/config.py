@@ -165,6 +165,11 @@ class Config:
     the store keeps everything either way"""
 
     def __post_init__(self) -> None:
+        # one name as peft takes it (target_modules="all-linear"), or a list as JSON stores it
+        for name in ("lora_target_modules", "reward_models"):
+            value = getattr(self, name)
+            if isinstance(value, str | list):
+                object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         if not self.model.strip():
             raise ConfigError("model must name a model: 'tiny', a hub id, or a local folder")
         _at_least(self, "group_size", 2, "GRPO compares completions of the same prompt")
@@ -296,12 +301,6 @@ class Config:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        values = dict(values)
-        if isinstance(values.get("lora_target_modules"), (list, str)):
-            modules = values["lora_target_modules"]
-            values["lora_target_modules"] = (modules,) if isinstance(modules, str) else tuple(modules)
-        if isinstance(values.get("reward_models"), list):  # stored as JSON
-            values["reward_models"] = tuple(values["reward_models"])
         return cls(**values)
 
 

@@ -41,12 +41,28 @@ OFFLINE_COPIES = {
 MODEL_CHOICES = ("tiny", SMOLLM2)  # what the app's model field offers; any other id or folder may be typed
 # The settings a model's runs start from: the app's form starts with the default model's (its first run), and choosing
 # a model fills these fields in (they stay editable). tiny: the first run that rises most within a minute on arithmetic
-# (bench/first_run.py, docs/figures.md#the-first-run): twice Config's rate (2e-3 and above fell apart) for 100 steps.
+# (bench/first_run.py, docs/figures.md#the-first-run): LoRA on every linear layer, twice Config's rate, 200 steps.
 # SmolLM2: the recipe of notes/real-models-offline.md (lr 2e-4, LoRA r 16 on a 135M model) with room for a sentence; a
 # lower rate than tiny's, whose 3M weights move slowly.
 MODEL_PRESETS = {
-    "tiny": dict(learning_rate=1e-3, max_new_tokens=48, lora_rank=16, lora_alpha=32.0, group_size=8, steps=100),
-    SMOLLM2: dict(learning_rate=2e-4, max_new_tokens=64, lora_rank=16, lora_alpha=32.0, group_size=8, steps=60),
+    "tiny": dict(
+        learning_rate=1e-3,
+        max_new_tokens=48,
+        lora_rank=16,
+        lora_alpha=32.0,
+        lora_target_modules=("all-linear",),
+        group_size=8,
+        steps=200,
+    ),
+    SMOLLM2: dict(
+        learning_rate=2e-4,
+        max_new_tokens=64,
+        lora_rank=16,
+        lora_alpha=32.0,
+        lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+        group_size=8,
+        steps=60,
+    ),
 }
 
 

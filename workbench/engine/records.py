@@ -175,7 +175,9 @@ class Checkup:
 
     def after(self, step: int, metrics: dict, groups: list[Group]) -> list[health.Finding]:
         self.steps.append({"step": step, **metrics})
-        completions = [(str(g.prompt), c) for g in groups for c in g.completions]  # a chat prompt by its text
+        completions = [  # a chat prompt by its text
+            (str(g.prompt), c, r) for g in groups for c, r in zip(g.completions, g.rewards, strict=True)
+        ]
         findings = health.diagnose(self.steps, self.config, self.evals, completions)
         started = [f for f in findings if f.check not in self.firing]
         self.firing = {f.check for f in findings}

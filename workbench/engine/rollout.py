@@ -11,6 +11,8 @@ from torch import Tensor
 from workbench.engine.grpo import entropy, token_log_probs
 from workbench.engine.policy import Policy, positions
 
+LEAVE_AT = 1 / 8  # finished rows leave the decode's batch once they are this share of it
+
 
 @dataclass
 class Rollouts:
@@ -129,8 +131,12 @@ def _decode(
 ) -> tuple[Tensor, Tensor]:
     """Prefill the P prompts, repeat the cache G times, sample token by token, the t-th by uniforms[:, t].
 
+    Rows that reached EOS leave the batch (their cache rows too) once they are `LEAVE_AT` of it: the later
+    tokens of a step whose completions differ in length cost only the rows still writing. A smaller batch
+    rounds a row's sums otherwise only in float's last bits (a log-prob moves by ~1e-6), as any batch size does.
+
     -> token ids (B, T), each token's log-prob under the sampler at `temperature` (B, T), and the
-    entropy of the distribution it was drawn from (B, T)."""
+    entropy of the distribution it was drawn from (B, T); after a row's EOS: EOS, 0 and 0."""
     model = policy.model
     eos_ids = torch.tensor(policy.eos_token_ids, device=prompt_ids.device)
     prefill = model(
@@ -142,21 +148,29 @@ def _decode(
     )
     cache = prefill.cache
     cache.batch_repeat_interleave(group_size)
-    logits = prefill.logits[:, -1].repeat_interleave(group_size, dim=0)  # (B, V)
-    attention_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (B, Lp + t)
-    position = attention_mask.sum(dim=1, keepdim=True)  # (B, 1)
-    finished = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)  # (B,)
-    tokens, log_probs, entropies = [], [], []
-    max_new_tokens = uniforms.shape[1]
+    logits = prefill.logits[:, -1].repeat_interleave(group_size, dim=0)  # (b, V), b rows still writing
+    attention_mask = prompt_mask.repeat_interleave(group_size, dim=0)  # (b, Lp + t)
+    position = attention_mask.sum(dim=1, keepdim=True)  # (b, 1)
+    batch, max_new_tokens = uniforms.shape
+    rows = torch.arange(batch, device=logits.device)  # (b,) each writing row's place in the batch
+    finished = torch.zeros(batch, dtype=torch.bool, device=logits.device)  # (b,)
+    tokens = torch.full((batch, max_new_tokens), policy.eos_token_ids[0], device=logits.device)
+    log_probs = torch.zeros(batch, max_new_tokens, device=logits.device)
+    entropies = torch.zeros(batch, max_new_tokens, device=logits.device)
     for t in range(max_new_tokens):
-        token = sample_token(logits, temperature, top_p, uniforms[:, t])  # (B,)
+        token = sample_token(logits, temperature, top_p, uniforms[rows, t])  # (b,)
         token = token.masked_fill(finished, policy.eos_token_ids[0])
-        tokens.append(token)
-        log_probs.append(token_log_probs(logits, token, temperature))
-        entropies.append(entropy(logits, temperature))
+        tokens[rows, t] = token
+        log_probs[rows, t] = token_log_probs(logits, token, temperature).float().masked_fill(finished, 0.0)
+        entropies[rows, t] = entropy(logits, temperature).float().masked_fill(finished, 0.0)
         finished |= torch.isin(token, eos_ids)
         if finished.all() or t == max_new_tokens - 1:
             break
+        if finished.sum() >= LEAVE_AT * len(finished):
+            writing = (~finished).nonzero().squeeze(1)
+            cache.batch_select_indices(writing)
+            rows, token, finished = rows[writing], token[writing], finished[writing]
+            attention_mask, position = attention_mask[writing], position[writing]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(token), 1)], dim=1)
         logits = model(
             input_ids=token.unsqueeze(1),
@@ -164,9 +178,9 @@ def _decode(
             position_ids=position,
             cache=cache,
             use_cache=True,
-        ).logits[:, -1]  # (B, V)
+        ).logits[:, -1]  # (b, V)
         position = position + 1
-    return torch.stack(tokens, dim=1), torch.stack(log_probs, dim=1), torch.stack(entropies, dim=1)
+    return tokens[:, : t + 1], log_probs[:, : t + 1], entropies[:, : t + 1]
 
 
 def group_uniforms(num_prompts: int, group_size: int, max_new_tokens: int, seeds: list[int] | None) -> Tensor:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import Counter
 
 from workbench.events import Finding
 
 WINDOW = 5  # steps a check averages over
-NO_SIGNAL_FRAC = 0.6  # of groups whose rewards are all equal
+# Of groups whose rewards are all equal: 3 in 4. Healthy runs of the sample tasks have half their groups so for
+# steps on end (countdown on the tiny model: 5-step means up to 0.7), and train on the other half.
+NO_SIGNAL_FRAC = 0.75
 TRUNCATED_FRAC = 0.3  # of completions cut at max_new_tokens
 KL_HIGH, KL_GROWTH = 0.6, 2.0  # KL's window mean above this, and this many times the window's before
 CLIP_FRAC = 0.2  # of tokens whose ratio was clipped
@@ -44,10 +47,13 @@ CHECKS = (
 
 
 def diagnose(
-    steps: list[dict], config: dict, evals: list[dict] | tuple = (), completions: list[tuple[str, str]] | tuple = ()
+    steps: list[dict],
+    config: dict,
+    evals: list[dict] | tuple = (),
+    completions: list[tuple[str, str, float]] | tuple = (),
 ) -> list[Finding]:
     """The checks that fire on a run's steps so far (rows of the `steps` table, in step order), with its
-    config (as stored), its held-out evaluations and its last step's (prompt, completion) pairs."""
+    config (as stored), its held-out evaluations and its last step's (prompt, completion, reward) triples."""
     if not steps:
         return []
     checks = (no_signal, truncated, kl_rising, kl_high, clip_high, length_collapse, adapter_still)
@@ -64,13 +70,16 @@ def examine(store, run_id: str) -> list[Finding]:
     steps = store.steps(run_id).to_dict(orient="records")
     last = steps[-1]["step"] if steps else None
     completions = store.records(
-        "SELECT prompt, completion FROM rollouts WHERE run_id = $1 AND step = $2", [run_id, last]
+        "SELECT prompt, completion, reward FROM rollouts WHERE run_id = $1 AND step = $2", [run_id, last]
     )
-    pairs = [(row["prompt"], row["completion"]) for row in completions]
-    return diagnose(steps, run["config"], store.evals(run_id).to_dict(orient="records"), pairs)
+    triples = [(row["prompt"], row["completion"], row["reward"]) for row in completions]
+    return diagnose(steps, run["config"], store.evals(run_id).to_dict(orient="records"), triples)
 
 
 def no_signal(steps: list[dict], config: dict) -> Finding | None:
+    """A full window: a task's first step often has groups all wrong that a few steps of learning split."""
+    if len(steps) < WINDOW:
+        return None
     frac = _mean(steps[-WINDOW:], "frac_zero_std")
     if frac is None or frac < NO_SIGNAL_FRAC:
         return None
@@ -100,17 +109,18 @@ def truncated(steps: list[dict], config: dict) -> Finding | None:
 
 
 def kl_rising(steps: list[dict], config: dict) -> Finding | None:
-    """Window means, not single steps: a step's KL is noisy (one step of a healthy run can triple it)."""
+    """Window medians, not single steps or means: a step's KL is noisy (one step of a healthy run can reach 30
+    times its neighbours' when a few completions wander off), and a climb holds for most of a window."""
     if len(steps) < 2 * WINDOW:
         return None
-    now, before = _mean(steps[-WINDOW:], "kl"), _mean(steps[-2 * WINDOW : -WINDOW], "kl")
+    now, before = _median(steps[-WINDOW:], "kl"), _median(steps[-2 * WINDOW : -WINDOW], "kl")
     if now is None or before is None or now < KL_HIGH or now < KL_GROWTH * before:
         return None
     earlier = steps[-2 * WINDOW : -WINDOW]
     return Finding(
         "kl_rising",
         steps[-1]["step"],
-        f"KL to the reference rose from {before:.3f} (mean over steps {earlier[0]['step']}-{earlier[-1]['step']}) "
+        f"KL to the reference rose from {before:.3f} (median over steps {earlier[0]['step']}-{earlier[-1]['step']}) "
         f"to {now:.3f} ({_span(steps)})",
         f"lower learning_rate (now {config.get('learning_rate')}) or raise beta (now {config.get('beta')}); "
         "a KL that keeps climbing is the policy leaving the reference faster than its reward justifies",
@@ -199,15 +209,21 @@ _HACKING_ADVICE = (
 )
 
 
-def same_completion(step: int, completions: list[tuple[str, str]] | tuple) -> Finding | None:
-    """A few completion strings (whitespace stripped), each given to at least SAME_PROMPTS different prompts,
-    that make up at least SAME_FRAC of the step's completions. A string confined to fewer prompts is
-    left out: a group that agrees on its own prompt's answer is a model that learned it."""
-    strings = Counter(completion.strip() for _, completion in completions)
+def same_completion(step: int, completions: list[tuple[str, str, float]] | tuple) -> Finding | None:
+    """A few completion strings (whitespace stripped), each given to at least SAME_PROMPTS different prompts
+    and paid the same reward on all of them, that make up at least SAME_FRAC of the step's (prompt,
+    completion, reward) triples. Left out: a string confined to fewer prompts (a group that agrees on its own
+    prompt's answer is a model that learned it), and one whose reward depends on the prompt (the right
+    answer to some of them: word problems whose answer is 4)."""
+    strings = Counter(completion.strip() for _, completion, _ in completions)
     prompts: dict[str, set] = {}
-    for prompt, completion in completions:
+    rewards: dict[str, set] = {}
+    for prompt, completion, reward in completions:
         prompts.setdefault(completion.strip(), set()).add(prompt)
-    shared = [text for text, _ in strings.most_common() if len(prompts[text]) >= SAME_PROMPTS][:SAME_FEW]
+        rewards.setdefault(completion.strip(), set()).add(None if not _number(reward) else round(reward, 6))
+    shared = [
+        text for text, _ in strings.most_common() if len(prompts[text]) >= SAME_PROMPTS and len(rewards[text]) == 1
+    ][:SAME_FEW]
     taken, count = [], 0
     for text in shared:  # the fewest of them that reach the share
         taken.append(text)
@@ -247,6 +263,11 @@ def adapter_still(steps: list[dict], config: dict) -> Finding | None:
 def _mean(steps: list[dict], column: str) -> float | None:
     values = [s[column] for s in steps if _number(s.get(column))]
     return sum(values) / len(values) if values else None
+
+
+def _median(steps: list[dict], column: str) -> float | None:
+    values = [s[column] for s in steps if _number(s.get(column))]
+    return statistics.median(values) if values else None
 
 
 def _number(value) -> bool:

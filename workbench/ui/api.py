@@ -51,5 +51,6 @@ def build(runner: Runner, classroom: Classroom | None = None) -> None:
         return run_summaries(runner.store)
 
     gr.api(train, api_name="train")
-    gr.api(status, api_name="status")
+    # status reads the runner's memory: every client's call at once, not each waiting for the one before
+    gr.api(status, api_name="status", concurrency_limit=None)
     gr.api(runs, api_name="runs")

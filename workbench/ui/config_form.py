@@ -51,8 +51,11 @@ def preset(model: str) -> list:
     values = MODEL_PRESETS.get(model)
     if values is None:
         return [gr.skip()] * len(PRESET_FIELDS)
-    gr.Info(f"Suggested settings for {model}: " + ", ".join(f"{name} {value:g}" for name, value in values.items()))
-    return list(values.values())
+    said = ", ".join(
+        f"{name} {v:g}" if isinstance(v, float | int) else f"{name} {_text(v)}" for name, v in values.items()
+    )
+    gr.Info(f"Suggested settings for {model}: {said}")
+    return [_text(value) for value in values.values()]
 
 
 def pick(form: list, *names: str) -> list:
@@ -114,6 +117,10 @@ def _weights(name: str, text: str) -> dict[str, float]:
         except ValueError:
             raise ConfigError(f"{name}: {part!r} is not name=weight, e.g. correct=1.0, format_reward=0.2") from None
     return weights
+
+
+def _said(value) -> str:
+    return f"{value:g}" if isinstance(value, float | int) else str(_text(value))
 
 
 def _text(value):
