@@ -123,3 +123,51 @@ def test_scripts_train_follow_and_list_runs_through_the_api(app_url):
             client.predict(task, config, api_name="/train")
     with pytest.raises(Exception, match="no run 'nope'"):
         client.predict("nope", api_name="/status")
+
+
+def test_calls_without_a_session_do_not_grow_the_server_without_bound(tmp_path):
+    """An API call without a session_hash opens a session holding the state of every component of the page
+    (~0.5 MB); the app keeps `ui.SESSIONS` of them, where Gradio keeps 10,000 (5 GB)."""
+    import json
+    import socket
+    import urllib.request
+
+    from workbench.ui import SESSIONS
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, APP, "--port", str(port), "--workspace", str(tmp_path)]
+    app = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def runs_without_a_session(times: int) -> None:
+        for _ in range(times):
+            request = urllib.request.Request(f"{url}gradio_api/call/runs", b'{"data": []}', method="POST")
+            request.add_header("Content-Type", "application/json")
+            with urllib.request.urlopen(request, timeout=60) as response:
+                event_id = json.load(response)["event_id"]
+            with urllib.request.urlopen(f"{url}gradio_api/call/runs/{event_id}", timeout=60) as stream:
+                assert "event: complete" in stream.read().decode()
+
+    def resident_mib() -> float:
+        with open(f"/proc/{app.pid}/status") as status:
+            return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        runs_without_a_session(SESSIONS)  # the sessions the app keeps
+        full = resident_mib()
+        runs_without_a_session(SESSIONS)  # as many again: each evicts the oldest
+        grew = resident_mib() - full
+        assert grew < 0.1 * SESSIONS * 0.5, f"{SESSIONS} more sessions grew the server by {grew:.0f} MiB"
+    finally:
+        app.terminate()
+        app.wait(timeout=30)

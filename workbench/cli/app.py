@@ -57,7 +57,8 @@ def run_app(args: argparse.Namespace) -> int:
     from workbench.ui import KEEP_ZOOM_JS, build_app  # gradio loads only for the app
 
     logins = Logins({"workbench": User("workbench", args.password)}) if args.password else None
-    build_app(args.workspace).launch(
+    app = build_app(args.workspace)
+    app.launch(
         server_name=args.host,
         server_port=args.port,
         auth=logins and (lambda name, password: logins.check(name, password)),
@@ -65,6 +66,7 @@ def run_app(args: argparse.Namespace) -> int:
         max_file_size=f"{upload_limit_mb()}mb",  # larger uploads are refused before they are saved anywhere
         js=KEEP_ZOOM_JS,
         show_error=True,
+        state_session_capacity=app.state_session_capacity,
     )
     return 0
 

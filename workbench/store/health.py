@@ -21,7 +21,7 @@ WINDOW = 5  # steps a check averages over
 # steps on end (countdown on the tiny model: 5-step means up to 0.7), and train on the other half.
 NO_SIGNAL_FRAC = 0.75
 TRUNCATED_FRAC = 0.3  # of completions cut at max_new_tokens
-KL_HIGH, KL_GROWTH = 0.6, 2.0  # KL's window mean above this, and this many times the window's before
+KL_HIGH, KL_GROWTH = 0.6, 2.0  # KL's window median above this, and this many times the window's before
 CLIP_FRAC = 0.2  # of tokens whose ratio was clipped
 LENGTH_FALL = 0.5  # completions shorter than this share of the first window's, from at least LENGTH_MIN tokens
 LENGTH_MIN = 4.0

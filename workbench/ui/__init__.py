@@ -44,6 +44,10 @@ from workbench.ui.task_view import reward_error
 
 KEEP_ZOOM_JS = (Path(__file__).parent / "keep_zoom.js").read_text()  # pass as launch(js=...)
 ACTING = ("model", "precision", "device")  # the form's fields that the page names wherever a model acts
+# Sessions whose state the app keeps (Gradio keeps 10,000). Each holds the state of every component of the page,
+# ~0.5 MB here, and an API call without a session_hash (a plain HTTP poller's) opens one: at Gradio's number a
+# script polling once a second would grow the server by 1.8 GB an hour, up to 5 GB. A browser tab is one session.
+SESSIONS = 200
 
 
 def build_app(
@@ -56,6 +60,7 @@ def build_app(
     workers.warm_up()  # runs and dry-runs fork from a server that loads the engine now, not at the first Start
     # Gradio's copies of served files (CSVs, exports) are removed after an hour, checked hourly
     with gr.Blocks(title="GRPO Workbench", delete_cache=(3600, 3600)) as app:
+        app.state_session_capacity = SESSIONS  # as mounted in a classroom; launch() is given it too
         gr.Markdown(f"# GRPO Workbench{f' · {user}' if user else ''}")
         with gr.Tab("Task & reward"):
             data = task_tab.build(workspace, classroom)
