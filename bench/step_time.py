@@ -17,7 +17,9 @@ side, the median over rounds of each round's median step (after warm-up steps), 
 rounds' TRL / workbench ratios with every round's ratio, and the workbench's sampling_logp_diff.
 `--busy N` holds N cores with busy processes (a browser, a video call, another student's run) for the whole
 measurement: each side then decides its threads as it would on that machine. `--no-trl` measures the workbench
-alone (TRL's bf16 default is emulated, and so very slow, on a CPU without native bf16).
+alone (TRL's bf16 default is emulated, and so very slow, on a CPU without native bf16); `--trl-fp32` runs TRL
+with bf16=False and fp32 weights instead (the tiny model's config says bfloat16, which transformers loads as
+is), as the workbench's `precision auto` trains on such a CPU: like against like.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def measure_workbench(name: str, model: str, steps: int) -> dict:
     }
 
 
-def measure_trl(name: str, model: str, steps: int) -> dict:
+def measure_trl(name: str, model: str, steps: int, fp32: bool = False) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -132,9 +134,10 @@ def measure_trl(name: str, model: str, steps: int) -> dict:
         logging_steps=1,
         save_strategy="no",
         disable_tqdm=True,
+        **(dict(bf16=False) if fp32 else {}),
     )
     trainer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(model),
+        model=AutoModelForCausalLM.from_pretrained(model, **(dict(dtype=torch.float32) if fp32 else {})),
         processing_class=AutoTokenizer.from_pretrained(model),
         reward_funcs=[
             f
@@ -159,9 +162,10 @@ def measure_trl(name: str, model: str, steps: int) -> dict:
     }
 
 
-def run_side(side: str, name: str, model: str, steps: int) -> dict:
+def run_side(side: str, name: str, model: str, steps: int, trl_fp32: bool = False) -> dict:
     """One measurement in a fresh process; returns its JSON line."""
     command = [sys.executable, __file__, "--side", side, "--models", name, "--model-path", model, "--steps", str(steps)]
+    command += ["--trl-fp32"] if trl_fp32 else []
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -188,12 +192,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(WORK), choices=list(WORK))
     parser.add_argument("--busy", type=int, default=0, help="cores held by busy processes while measuring")
     parser.add_argument("--no-trl", action="store_true", help="the workbench alone")
+    parser.add_argument("--trl-fp32", action="store_true", help="TRL with bf16=False (CPUs without native bf16)")
     parser.add_argument("--side", choices=["workbench", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        measure = measure_workbench if args.side == "workbench" else measure_trl
-        print(json.dumps(measure(args.models[0], args.model_path, args.steps)))
+        if args.side == "workbench":
+            print(json.dumps(measure_workbench(args.models[0], args.model_path, args.steps)))
+        else:
+            print(json.dumps(measure_trl(args.models[0], args.model_path, args.steps, args.trl_fp32)))
         return
 
     from workbench.engine.hub import SMOLLM2, cache_root, resolve_model
@@ -214,7 +221,7 @@ def main() -> None:
 
 
 def compare(args: argparse.Namespace, sides: list[str], paths: dict) -> None:
-    print(f"{args.busy} cores held by busy processes")
+    print(f"{args.busy} cores held by busy processes; TRL in {'fp32' if args.trl_fp32 else 'its default bf16'}")
     print("| model | side | s/step | sample s | update s | completion tokens | peak RSS MiB | sampling logp diff |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
@@ -223,7 +230,7 @@ def compare(args: argparse.Namespace, sides: list[str], paths: dict) -> None:
         runs = {side: [] for side in sides}
         for r in range(rounds):  # alternate which side goes first
             for side in sides if r % 2 == 0 else sides[::-1]:
-                runs[side].append(run_side(side, name, paths[name](), steps))
+                runs[side].append(run_side(side, name, paths[name](), steps, args.trl_fp32))
         for side, measured in runs.items():
             r = {k: statistics.median(m[k] for m in measured) for k in measured[0]}
             gap = (
