@@ -2,7 +2,8 @@
 
     python bench/first_run.py [--seeds 0 1 2] [--tasks arithmetic | all] [--set learning_rate=1e-3 steps=80]
 
-Each run is `Config(seed=seed, **settings)` on the tiny model, trained to its last step. One line per run:
+Each run is the Train form's first config (`config_form.first_config()`: Config's defaults with the tiny
+model's preset) with `seed` and `--set`'s settings, trained to its last step. One line per run:
 the mean reward of its first 10 steps and of its last 10, the rise between them, the seconds it took
 (model load and every step: what a user waits for), and the health checks that started firing during the
 run (with their step) or fire at its end. The goal of a first run (docs/figures.md): a rise of at
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -22,6 +24,7 @@ from workbench.events import HealthWarning, StepFinished
 from workbench.rewards.tasks import sample_task_names
 from workbench.store import health
 from workbench.store.database import Store
+from workbench.ui.config_form import first_config
 
 CHAT_TASKS = ("short_answers", "polite_reply")  # for real instruct models; the tiny model does not know them
 EDGE = 10  # steps averaged at each end of the run
@@ -64,11 +67,12 @@ def main() -> None:
     args = parser.parse_args()
     names = [t for t in sample_task_names() if t not in CHAT_TASKS] if args.tasks == ["all"] else args.tasks
     changed = settings(args.set)
-    print(f"settings: {Config(**changed).changed() or 'the defaults'}", flush=True)
+    base = first_config()
+    print(f"settings: {dataclasses.replace(base, **changed).changed() or 'the defaults'}", flush=True)
     for name in names:
         task, results = load_task(name), []
         for seed in args.seeds:
-            result = first_run(Config(seed=seed, **changed), task)
+            result = first_run(dataclasses.replace(base, seed=seed, **changed), task)
             results.append(result)
             print(
                 f"{name} seed {seed}: first {EDGE} {result['first']:.3f}, last {EDGE} {result['last']:.3f}, "
