@@ -18,6 +18,13 @@ APP = os.path.join(os.path.dirname(__file__), "..", "app.py")
 @contextmanager
 def serve_app(workspace):
     """`python app.py` on a free port for `workspace`, until the block ends.  -> its URL"""
+    with app_process(workspace) as (url, _):
+        yield url
+
+
+@contextmanager
+def app_process(workspace):
+    """`serve_app`, with the server's process too (to read its memory).  -> (its URL, the process)"""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -36,7 +43,7 @@ def serve_app(workspace):
         except OSError:
             time.sleep(0.3)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", process
     finally:
         process.terminate()
         process.wait(timeout=30)

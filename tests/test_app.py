@@ -129,20 +129,13 @@ def test_calls_without_a_session_do_not_grow_the_server_without_bound(tmp_path):
     """An API call without a session_hash opens a session holding the state of every component of the page
     (~0.5 MB); the app keeps `ui.SESSIONS` of them, where Gradio keeps 10,000 (5 GB)."""
     import json
-    import socket
     import urllib.request
+
+    from conftest import app_process
 
     from workbench.ui import SESSIONS
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/"
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, APP, "--port", str(port), "--workspace", str(tmp_path)]
-    app = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def runs_without_a_session(times: int) -> None:
+    def runs_without_a_session(url: str, times: int) -> None:
         for _ in range(times):
             request = urllib.request.Request(f"{url}gradio_api/call/runs", b'{"data": []}', method="POST")
             request.add_header("Content-Type", "application/json")
@@ -151,23 +144,13 @@ def test_calls_without_a_session_do_not_grow_the_server_without_bound(tmp_path):
             with urllib.request.urlopen(f"{url}gradio_api/call/runs/{event_id}", timeout=60) as stream:
                 assert "event: complete" in stream.read().decode()
 
-    def resident_mib() -> float:
-        with open(f"/proc/{app.pid}/status") as status:
+    def resident_mib(pid: int) -> float:
+        with open(f"/proc/{pid}/status") as status:
             return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) / 1024
 
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        runs_without_a_session(SESSIONS)  # the sessions the app keeps
-        full = resident_mib()
-        runs_without_a_session(SESSIONS)  # as many again: each evicts the oldest
-        grew = resident_mib() - full
+    with app_process(tmp_path) as (url, app):
+        runs_without_a_session(url, SESSIONS)  # the sessions the app keeps
+        full = resident_mib(app.pid)
+        runs_without_a_session(url, SESSIONS)  # as many again: each evicts the oldest
+        grew = resident_mib(app.pid) - full
         assert grew < 0.1 * SESSIONS * 0.5, f"{SESSIONS} more sessions grew the server by {grew:.0f} MiB"
-    finally:
-        app.terminate()
-        app.wait(timeout=30)

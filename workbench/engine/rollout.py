@@ -136,7 +136,7 @@ def _decode(
     rounds a row's sums otherwise only in float's last bits (a log-prob moves by ~1e-6), as any batch size does.
 
     -> token ids (B, T), each token's log-prob under the sampler at `temperature` (B, T), and the
-    entropy of the distribution it was drawn from (B, T); after a row's EOS: EOS, 0 and 0."""
+    entropy of the distribution it was drawn from (B, T); after a row's EOS, EOS and values the caller masks."""
     model = policy.model
     eos_ids = torch.tensor(policy.eos_token_ids, device=prompt_ids.device)
     prefill = model(
@@ -161,8 +161,8 @@ def _decode(
         token = sample_token(logits, temperature, top_p, uniforms[rows, t])  # (b,)
         token = token.masked_fill(finished, policy.eos_token_ids[0])
         tokens[rows, t] = token
-        log_probs[rows, t] = token_log_probs(logits, token, temperature).float().masked_fill(finished, 0.0)
-        entropies[rows, t] = entropy(logits, temperature).float().masked_fill(finished, 0.0)
+        log_probs[rows, t] = token_log_probs(logits, token, temperature)
+        entropies[rows, t] = entropy(logits, temperature)
         finished |= torch.isin(token, eos_ids)
         if finished.all() or t == max_new_tokens - 1:
             break

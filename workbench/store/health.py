@@ -215,12 +215,14 @@ def same_completion(step: int, completions: list[tuple[str, str, float]] | tuple
     completion, reward) triples. Left out: a string confined to fewer prompts (a group that agrees on its own
     prompt's answer is a model that learned it), and one whose reward depends on the prompt (the right
     answer to some of them: word problems whose answer is 4)."""
-    strings = Counter(completion.strip() for _, completion, _ in completions)
+    strings: Counter = Counter()
     prompts: dict[str, set] = {}
     rewards: dict[str, set] = {}
     for prompt, completion, reward in completions:
-        prompts.setdefault(completion.strip(), set()).add(prompt)
-        rewards.setdefault(completion.strip(), set()).add(None if not _number(reward) else round(reward, 6))
+        text = completion.strip()
+        strings[text] += 1
+        prompts.setdefault(text, set()).add(prompt)
+        rewards.setdefault(text, set()).add(round(reward, 6) if _number(reward) else None)
     shared = [
         text for text, _ in strings.most_common() if len(prompts[text]) >= SAME_PROMPTS and len(rewards[text]) == 1
     ][:SAME_FEW]
@@ -261,13 +263,17 @@ def adapter_still(steps: list[dict], config: dict) -> Finding | None:
 
 
 def _mean(steps: list[dict], column: str) -> float | None:
-    values = [s[column] for s in steps if _number(s.get(column))]
+    values = _numbers(steps, column)
     return sum(values) / len(values) if values else None
 
 
 def _median(steps: list[dict], column: str) -> float | None:
-    values = [s[column] for s in steps if _number(s.get(column))]
+    values = _numbers(steps, column)
     return statistics.median(values) if values else None
+
+
+def _numbers(steps: list[dict], column: str) -> list[float]:
+    return [s[column] for s in steps if _number(s.get(column))]
 
 
 def _number(value) -> bool:

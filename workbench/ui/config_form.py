@@ -51,9 +51,7 @@ def preset(model: str) -> list:
     values = MODEL_PRESETS.get(model)
     if values is None:
         return [gr.skip()] * len(PRESET_FIELDS)
-    said = ", ".join(
-        f"{name} {v:g}" if isinstance(v, float | int) else f"{name} {_text(v)}" for name, v in values.items()
-    )
+    said = ", ".join(f"{name} {_said(value)}" for name, value in values.items())
     gr.Info(f"Suggested settings for {model}: {said}")
     return [_text(value) for value in values.values()]
 
