@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -73,3 +74,29 @@ def test_a_run_says_its_threads_and_stores_them_per_step(tmp_path):
     (started,) = [e for e in events if isinstance(e, RunStarted)]
     assert started.threads == "1 thread (set by threads)"
     assert Store(tmp_path).query("SELECT threads FROM steps ORDER BY step").threads.tolist() == [1, 1]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs /proc")
+def test_counting_children_survives_threads_that_end_meanwhile():
+    """Readers and DuckDB start and end threads while a run counts its children's CPU time."""
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            worker = threading.Thread(target=time.sleep, args=(0.0005,))
+            worker.start()
+            worker.join()
+
+    churners = [threading.Thread(target=churn) for _ in range(4)]
+    for churner in churners:
+        churner.start()
+    try:
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        for _ in range(800):
+            threads.cpu_time()  # raised FileNotFoundError on a thread gone between the listing and the read
+    finally:
+        stop.set()
+        for churner in churners:
+            churner.join()
+        sleeper.kill()
+        sleeper.wait()

@@ -55,13 +55,23 @@ def cpu_time() -> CpuTime:
 def _children_seconds() -> float:
     """CPU seconds used by this process's live children (the reward worker scores while the run waits)."""
     total = 0
-    for listing in Path("/proc/self/task").glob("*/children") if Path("/proc/self/task").exists() else ():
-        for pid in listing.read_text().split():
-            try:  # utime, stime: fields 14, 15 of /proc/PID/stat, after the ")" that ends the command's name
-                total += sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
-            except (OSError, IndexError, ValueError):
-                pass  # it ended meanwhile
+    for pid in _children():
+        try:  # utime, stime: fields 14, 15 of /proc/PID/stat, after the ")" that ends the command's name
+            total += sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+        except (OSError, IndexError, ValueError):
+            pass  # it ended meanwhile
     return total / os.sysconf("SC_CLK_TCK") if total else 0.0
+
+
+def _children() -> list[str]:
+    """The pids of this process's live children, from each of its threads' /proc listing."""
+    pids = []
+    for listing in Path("/proc/self/task").glob("*/children") if Path("/proc/self/task").exists() else ():
+        try:
+            pids += listing.read_text().split()
+        except OSError:
+            pass  # the thread ended between the glob and the read (a reader's, a DuckDB worker's)
+    return pids
 
 
 def _machine_busy_seconds() -> float | None:
