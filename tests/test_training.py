@@ -411,12 +411,25 @@ def test_micro_batches_are_whole_groups_within_the_token_budget():
     prompt_mask = torch.tensor([[0] * (5 - n) + [1] * n for n in prompt_lengths])
     completion_mask = torch.tensor([[1] * n + [0] * (6 - n) for n in completion_lengths])
     rollouts = Rollouts(prompt_mask, prompt_mask, completion_mask, completion_mask, None, [""] * 6, None, None)
-    # tokens of a pass, groups x (prompt width + G x longest completion):
-    # group 0 alone 1 x (5 + 2 x 4) = 13; groups 0-1 2 x (5 + 2 x 4) = 26; groups 0-2 3 x (5 + 2 x 6) = 51
-    assert micro_batches(rollouts, 2, 51) == [slice(0, 6)]
-    assert micro_batches(rollouts, 2, 50) == [slice(0, 4), slice(4, 6)]
-    assert micro_batches(rollouts, 2, 25) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    # tokens of a pass, groups x prompt width + their completions' tokens:
+    # group 0 5 + 4 + 2 = 11; group 1 5 + 1 + 1 = 7; group 2 5 + 6 + 3 = 14; all three 32
+    assert micro_batches(rollouts, 2, 32) == [slice(0, 6)]
+    assert micro_batches(rollouts, 2, 31) == [slice(0, 4), slice(4, 6)]
+    assert micro_batches(rollouts, 2, 18) == [slice(0, 4), slice(4, 6)]
+    assert micro_batches(rollouts, 2, 17) == [slice(0, 2), slice(2, 4), slice(4, 6)]
     assert micro_batches(rollouts, 2, 1) == [slice(0, 2), slice(2, 4), slice(4, 6)]  # a group always fits alone
+
+
+def test_length_buckets_pad_fewest_tokens_counting_each_pass():
+    from workbench.engine.policy import length_buckets
+
+    # rows 1 and 3 are 32 tokens long, the rest 5: one pass pads to 6 x 32 = 192 tokens; two passes
+    # 2 x 32 + 4 x 5 = 84, plus a pass of 16 = 100; a pass costing 200, one pass is cheaper
+    assert length_buckets([5, 32, 5, 32, 5, 5], 16) == [[1, 3], [0, 2, 4, 5]]
+    assert length_buckets([5, 32, 5, 32, 5, 5], 200) == [[1, 3, 0, 2, 4, 5]]
+    # lengths 9, 8, 2: one pass 27; {9, 8} {2} 18 + 2 + 4 = 24; {9} {8, 2} 9 + 16 + 4 = 29; each alone 19 + 8 = 27
+    assert length_buckets([2, 8, 9], 4) == [[2, 1], [0]]
+    assert length_buckets([3, 3, 3], 0) == [[0, 1, 2]]  # rows of one length are never split
 
 
 def test_micro_batching_gives_the_full_batch_gradient(tmp_path):

@@ -114,7 +114,7 @@ class Config:
     """store each trained completion's per-token log-probs (policy and reference), ratio, clipping and entropy
     (the `tokens` table, the app's token view)"""
     micro_batch_tokens: int = 1536
-    """tokens per forward/backward pass (each group's prompt once, its padded completions), in whole groups"""
+    """tokens per forward/backward pass (each group's prompt once, then its completions' tokens), in whole groups"""
     max_grad_norm: float = 1.0
     """clip the adapter's gradient norm to this (0 turns clipping off)"""
     disable_dropout: bool = True

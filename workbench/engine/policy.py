@@ -6,6 +6,7 @@ needs no second copy of the model (as TRL does with peft).
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from workbench.engine.hub import ModelLoadError, resolve_model
 
 # Logits held at once by the log-prob pass: tokens x vocabulary x 4 bytes stays under this (64 MiB).
 LOGITS_CHUNK_BYTES = 64 * 2**20
+# A forward pass's own cost, in tokens (`length_buckets`): a pass is split only where that saves more padding.
+PASS_TOKENS = 64
 
 
 @dataclass
@@ -81,7 +84,13 @@ class Policy:
             return self._token_log_probs(hidden, completion_ids, completion_mask, temperature)
 
     def completion_hidden(self, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size) -> Tensor:
-        """The decoder's last hidden state at the positions that predict o_0 .. o_T-1.  (B, T, H)"""
+        """The decoder's last hidden state at the positions that predict o_0 .. o_T-1.  (B, T, H)
+
+        The completions after o_0 go through the decoder in `length_buckets`: rows of similar length
+        together, each bucket cut to its own longest, so a completion that ended early is not padded to the
+        batch's longest (SmolLM2 on short_answers: half the tokens of a pass were padding). Each row's
+        numbers are the same in any bucket: its padding comes after it, where causal attention never looks.
+        """
         decoder = self.model.get_base_model().get_decoder()
         group_mask = prompt_mask[::group_size]  # (B / G, Lp)
         prefix = decoder(
@@ -91,19 +100,25 @@ class Policy:
             use_cache=True,
         )
         hidden = prefix.last_hidden_state[:, -1:].repeat_interleave(group_size, dim=0)  # (B, 1, H): predicts o_0
-        if completion_ids.shape[1] == 1:
+        width = completion_ids.shape[1]
+        if width == 1:
             return hidden
-        cache = prefix.cache
-        cache.batch_repeat_interleave(group_size)
+        lengths = completion_mask.sum(dim=1)  # (B,)
         prompt_lengths = prompt_mask.sum(dim=1, keepdim=True)  # (B, 1)
-        steps = torch.arange(completion_ids.shape[1] - 1, device=self.device)
-        rest = decoder(
-            input_ids=completion_ids[:, :-1],
-            attention_mask=torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1),
-            position_ids=prompt_lengths + steps,  # (B, T - 1)
-            cache=cache,
-            use_cache=True,
-        ).last_hidden_state  # (B, T - 1, H): predicts o_1 .. o_T-1
+        pieces, order = [], []
+        for rows in length_buckets(lengths.tolist(), PASS_TOKENS):
+            rows = torch.tensor(rows, device=self.device)
+            w = max(int(lengths[rows].max()), 2)  # o_0 came from the prefix: this pass predicts o_1 .. o_w-1
+            piece = decoder(
+                input_ids=completion_ids[rows, : w - 1],
+                attention_mask=torch.cat([prompt_mask[rows], completion_mask[rows, : w - 1]], dim=1),
+                position_ids=prompt_lengths[rows] + torch.arange(w - 1, device=self.device),  # (b, w - 1)
+                cache=cache_rows(prefix.cache, rows // group_size),
+                use_cache=True,
+            ).last_hidden_state  # (b, w - 1, H)
+            pieces.append(torch.nn.functional.pad(piece, (0, 0, 0, width - w)))  # (b, T - 1, H)
+            order.append(rows)
+        rest = torch.cat(pieces)[torch.cat(order).argsort()]  # (B, T - 1, H) in the rows' own order
         return torch.cat([hidden, rest], dim=1)  # (B, T, H)
 
     def _token_log_probs(self, hidden: Tensor, completion_ids: Tensor, completion_mask: Tensor, temperature: float):
@@ -324,6 +339,35 @@ def _chunk_log_probs(head, states: Tensor, tokens: Tensor, temperature: float, t
     if transform is not None:
         logits = transform(logits)
     return token_log_probs(logits, tokens, temperature)
+
+
+def length_buckets(lengths: list[int], pass_tokens: int) -> list[list[int]]:
+    """The rows, longest first, in runs that each pad to their own longest: the cut that pads fewest tokens,
+    counting each pass beyond the first as `pass_tokens` more.  -> row indices per run
+
+    Exact over the cuts between distinct lengths (a run never splits rows of one length), by dynamic programming:
+    cost[j], the cheapest cover of the j longest rows, is min over i < j of cost[i] + (j - i) x length of row i
+    + pass_tokens. E.g. lengths 32, 32, 5, 5, 5, 5 with pass_tokens 16: one run pads to 6 x 32 = 192 tokens;
+    two runs, 2 x 32 + 4 x 5 + 16 = 100."""
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    longest = [lengths[row] for row in order]
+    cuts = [0] + [j for j in range(1, len(order)) if longest[j] < longest[j - 1]]  # where a run may start
+    cost, start = {0: -pass_tokens}, {}
+    for j in cuts[1:] + [len(order)]:
+        cost[j], start[j] = min((cost[i] + (j - i) * longest[i] + pass_tokens, i) for i in cuts if i < j)
+    runs, j = [], len(order)
+    while j:
+        runs.append(order[start[j] : j])
+        j = start[j]
+    return runs[::-1]
+
+
+def cache_rows(cache, rows: Tensor):
+    """A KV cache holding `rows` of `cache`'s batch, leaving `cache` as it was (a pass appends to the one it gets)."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(rows)
+    return selected
 
 
 def positions(attention_mask: Tensor) -> Tensor:

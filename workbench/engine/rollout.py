@@ -226,20 +226,20 @@ def micro_batches(rollouts: Rollouts, group_size: int, max_tokens: int) -> list[
     """Consecutive runs of whole groups whose tokens in a forward pass stay within max_tokens; a group
     larger than that goes alone.
 
-    A pass computes each group's (padded) prompt once and each completion after it (`Policy.log_probs`),
-    so a run of g groups costs g x (prompt width + G x longest completion) tokens of activations. A
-    token budget, not a count of completions: completion lengths vary by task and model.
+    A pass computes each group's (padded) prompt once and each completion after it, in buckets of similar
+    length (`Policy.completion_hidden`), so a run of g groups costs g x prompt width + its completions' tokens
+    (and the buckets' little padding). A token budget, not a count of completions: completion lengths vary by
+    task and model.
     """
     prompt_width = rollouts.prompt_ids.shape[1]
-    completion_lengths = rollouts.num_tokens.view(-1, group_size).max(dim=1).values.tolist()  # (P,)
-    slices, first, longest = [], 0, 0
-    for g, completion in enumerate(completion_lengths):
-        longest = max(longest, completion)
-        groups = g + 1 - first
-        if groups > 1 and groups * (prompt_width + group_size * longest) > max_tokens:
+    group_tokens = (prompt_width + rollouts.num_tokens.view(-1, group_size).sum(dim=1)).tolist()  # (P,)
+    slices, first, tokens = [], 0, 0
+    for g, group in enumerate(group_tokens):
+        if g > first and tokens + group > max_tokens:
             slices.append(slice(first * group_size, g * group_size))
-            first, longest = g, completion
-    slices.append(slice(first * group_size, len(completion_lengths) * group_size))
+            first, tokens = g, 0
+        tokens += group
+    slices.append(slice(first * group_size, len(group_tokens) * group_size))
     return slices
 
 
