@@ -88,8 +88,9 @@ class Policy:
 
         The completions after o_0 go through the decoder in `length_buckets`: rows of similar length
         together, each bucket cut to its own longest, so a completion that ended early is not padded to the
-        batch's longest (SmolLM2 on short_answers: half the tokens of a pass were padding). Each row's
-        numbers are the same in any bucket: its padding comes after it, where causal attention never looks.
+        batch's longest (SmolLM2 on short_answers: half the tokens of a pass were padding). A row's padding
+        comes after it, where causal attention never looks, so its numbers are those of one padded pass: bit for
+        bit in bf16, in fp32 up to the last bits a matmul rounds by the batch's shape.
         """
         decoder = self.model.get_base_model().get_decoder()
         group_mask = prompt_mask[::group_size]  # (B / G, Lp)
