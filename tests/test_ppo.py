@@ -88,7 +88,9 @@ def test_at_the_first_step_the_critic_values_every_prefix_zero(tmp_path):
 
 @pytest.mark.slow
 def test_a_resumed_ppo_run_restores_its_critic(tmp_path):
-    config = Config(steps=4, seed=2, **PPO)
+    config = Config(
+        steps=4, seed=2, threads=1, **PPO
+    )  # one thread whatever the load (docs/models.md#threads-the-cores-a-run-gets)
     straight = run(config, tmp_path / "straight")
     stop, first = threading.Event(), []
     for event in train(config, load_task("arithmetic"), tmp_path / "resumed", stop=stop):

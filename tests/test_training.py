@@ -82,16 +82,18 @@ def test_every_step_is_stored_whole(tmp_path):
 
 def test_the_same_seed_gives_the_same_rollouts(tmp_path):
     sql = "SELECT step, group_id, sample_idx, completion, reward FROM rollouts ORDER BY ALL"
-    run(Config(steps=2, seed=5, **SMALL), tmp_path / "a")
-    run(Config(steps=2, seed=5, **SMALL), tmp_path / "b")
-    run(Config(steps=2, seed=6, **SMALL), tmp_path / "c")
+    run(Config(steps=2, seed=5, threads=1, **SMALL), tmp_path / "a")  # one thread whatever the load
+    run(Config(steps=2, seed=5, threads=1, **SMALL), tmp_path / "b")
+    run(Config(steps=2, seed=6, threads=1, **SMALL), tmp_path / "c")
     a, b, c = (Store(tmp_path / x).query(sql) for x in "abc")
     assert a.equals(b)
     assert not a["completion"].equals(c["completion"])
 
 
 def test_a_resumed_run_continues_exactly_where_it_stopped(tmp_path):
-    config = Config(steps=4, seed=1, **SMALL)
+    config = Config(
+        steps=4, seed=1, threads=1, **SMALL
+    )  # one thread whatever the load (docs/models.md#threads-the-cores-a-run-gets)
     straight = run(config, tmp_path / "straight")
 
     stop = threading.Event()
