@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -197,10 +198,8 @@ def main() -> None:
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        if args.side == "workbench":
-            print(json.dumps(measure_workbench(args.models[0], args.model_path, args.steps)))
-        else:
-            print(json.dumps(measure_trl(args.models[0], args.model_path, args.steps, args.trl_fp32)))
+        measure = measure_workbench if args.side == "workbench" else partial(measure_trl, fp32=args.trl_fp32)
+        print(json.dumps(measure(args.models[0], args.model_path, args.steps)))
         return
 
     from workbench.engine.hub import SMOLLM2, cache_root, resolve_model

@@ -104,12 +104,12 @@ class Policy:
         width = completion_ids.shape[1]
         if width == 1:
             return hidden
-        lengths = completion_mask.sum(dim=1)  # (B,)
+        lengths = completion_mask.sum(dim=1).tolist()  # (B,)
         prompt_lengths = prompt_mask.sum(dim=1, keepdim=True)  # (B, 1)
         pieces, order = [], []
-        for rows in length_buckets(lengths.tolist(), PASS_TOKENS):
+        for rows in length_buckets(lengths, PASS_TOKENS):
+            w = max(lengths[rows[0]], 2)  # its longest; o_0 came from the prefix: this pass predicts o_1 .. o_w-1
             rows = torch.tensor(rows, device=self.device)
-            w = max(int(lengths[rows].max()), 2)  # o_0 came from the prefix: this pass predicts o_1 .. o_w-1
             piece = decoder(
                 input_ids=completion_ids[rows, : w - 1],
                 attention_mask=torch.cat([prompt_mask[rows], completion_mask[rows, : w - 1]], dim=1),
