@@ -119,9 +119,10 @@ def test_in_the_browser_a_student_sees_only_their_own_runs_and_logs_in_only_on_t
     page.fill("input[type=password]", "bob-pw")
     page.keyboard.press("Enter")
     page.get_by_role("tab", name="Explore").click()
+    wait_text(page, "#sql-message", "rows")  # the tab's own query, run as it opens, ends before bob's starts
     fill_stable(page, "#sql-input textarea", "SELECT run_id FROM runs")
     page.click("#sql-run")
-    wait_text(page, "#sql-message", "row")
+    wait_text(page, "#sql-result", his)
     shown = page.inner_text("#sql-result")
     assert his in shown and hers not in shown  # bob's own runs, none of ada's
     assert "GRPO Workbench · bob" in page.inner_text("body")
