@@ -17,7 +17,7 @@ import pytest
 from workbench.cli import main
 from workbench.config import Config
 from workbench.engine.trainer import train
-from workbench.events import HealthWarning
+from workbench.events import Finding, HealthWarning
 from workbench.rewards.scoring import RewardSource
 from workbench.rewards.tasks import load_task
 from workbench.store import health
@@ -211,3 +211,24 @@ def test_doctor_brings_an_older_store_up_to_date(tmp_path, capsys):
     assert main(["doctor", run_id, "--workspace", str(tmp_path)]) == 0
     assert "no health check fires" in capsys.readouterr().out
     assert Store(tmp_path).health(run_id).empty
+
+
+def test_a_check_that_fires_on_and_off_is_announced_again_only_after_a_quiet_spell(tmp_path, monkeypatch):
+    """no_signal fires at steps 1-2, 4 (one quiet step between) and 15 (10 quiet steps after 4): announced at
+    1 and 15; kl_high fires at 3 alone and is announced there."""
+    from workbench.engine.records import Checkup
+
+    fires = {1: ["no_signal"], 2: ["no_signal"], 3: ["kl_high"], 4: ["no_signal"], 15: ["no_signal"]}
+    def diagnose(steps, *_):
+        step = steps[-1]["step"]
+        return [Finding(check, step, "what it saw", "what to try") for check in fires.get(step, [])]
+
+    monkeypatch.setattr(health, "diagnose", diagnose)
+    checkup = Checkup(Store(tmp_path), "no-run", Config())
+    announced = {step: [f.check for f in checkup.after(step, {}, [])] for step in range(1, 20)}
+    assert {step: checks for step, checks in announced.items() if checks} == {
+        1: ["no_signal"],
+        3: ["kl_high"],
+        15: ["no_signal"],
+    }
+    assert health.QUIET == 10

@@ -165,13 +165,14 @@ def _finite(value: torch.Tensor) -> float | None:
 
 class Checkup:
     """The run's health checks after each step (workbench.store.health): the steps so far, stored ones too on
-    a resume, and which checks fire, so that a check is reported as it starts firing."""
+    a resume, and the step each check last fired at, so that a check is reported as it starts firing, and again
+    only after it has been quiet for `health.QUIET` steps (a check near its threshold fires on and off)."""
 
     def __init__(self, store: Store, run_id: str, config: Config):
         self.config = config.to_dict()
         self.steps = store.records("SELECT * FROM steps WHERE run_id = $1 ORDER BY step", [run_id])  # on a resume
         self.evals = store.records("SELECT * FROM evals WHERE run_id = $1 ORDER BY step", [run_id])
-        self.firing: set[str] = set()
+        self.fired: dict[str, int] = {}  # check -> the last step it fired at
 
     def after(self, step: int, metrics: dict, groups: list[Group]) -> list[health.Finding]:
         self.steps.append({"step": step, **metrics})
@@ -179,6 +180,6 @@ class Checkup:
             (str(g.prompt), c, r) for g in groups for c, r in zip(g.completions, g.rewards, strict=True)
         ]
         findings = health.diagnose(self.steps, self.config, self.evals, completions)
-        started = [f for f in findings if f.check not in self.firing]
-        self.firing = {f.check for f in findings}
+        started = [f for f in findings if step - self.fired.get(f.check, step - health.QUIET - 1) > health.QUIET]
+        self.fired |= {f.check: step for f in findings}
         return started

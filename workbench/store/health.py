@@ -17,6 +17,7 @@ from collections import Counter
 from workbench.events import Finding
 
 WINDOW = 5  # steps a check averages over
+QUIET = 2 * WINDOW  # steps a check stays quiet before a run announces it again (one near its threshold flickers)
 # Of groups whose rewards are all equal: 3 in 4. Healthy runs of the sample tasks have half their groups so for
 # steps on end (countdown on the tiny model: 5-step means up to 0.7), and train on the other half.
 NO_SIGNAL_FRAC = 0.75
