@@ -219,6 +219,7 @@ def test_a_check_that_fires_on_and_off_is_announced_again_only_after_a_quiet_spe
     from workbench.engine.records import Checkup
 
     fires = {1: ["no_signal"], 2: ["no_signal"], 3: ["kl_high"], 4: ["no_signal"], 15: ["no_signal"]}
+
     def diagnose(steps, *_):
         step = steps[-1]["step"]
         return [Finding(check, step, "what it saw", "what to try") for check in fires.get(step, [])]
