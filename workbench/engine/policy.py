@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from workbench.config import Config
+from workbench.engine.attention import attention_for
 from workbench.engine.grpo import token_log_probs
 from workbench.engine.hardware import autocast, resolve_device, uses_bf16
 from workbench.engine.hub import ModelLoadError, resolve_model
@@ -245,6 +246,8 @@ def load_policy(config: Config) -> Policy:
             # of the 25M bench model 15% faster on 2 cores (bench/step_time.py)
             attn_implementation="eager" if device.type == "cpu" else None,
         )
+        if device.type == "cpu":
+            base.set_attn_implementation(attention_for(base.config.model_type))  # no copy of K and V per head
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"could not load model {config.model!r}: {error}") from error
     if tokenizer.pad_token_id is None:
