@@ -180,6 +180,6 @@ class Checkup:
             (str(g.prompt), c, r) for g in groups for c, r in zip(g.completions, g.rewards, strict=True)
         ]
         findings = health.diagnose(self.steps, self.config, self.evals, completions)
-        started = [f for f in findings if step - self.fired.get(f.check, step - health.QUIET - 1) > health.QUIET]
+        started = [f for f in findings if f.check not in self.fired or step - self.fired[f.check] > health.QUIET]
         self.fired |= {f.check: step for f in findings}
         return started
