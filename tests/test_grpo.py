@@ -446,3 +446,10 @@ def test_decoupled_rewards_by_hand():
     s1 = math.sqrt(0.5) + 1e-4
     assert rewards[:2].tolist() == pytest.approx([0.5 / s1, -0.5 / s1], rel=1e-6)  # length: one value, no std: 0
     assert math.isnan(rewards[2].item())
+
+
+def test_logits_at_temperature_one_are_the_logits_themselves_and_elsewhere_divided():
+    logits = torch.tensor([[1.5, -0.25, 3.0]], dtype=torch.bfloat16)
+    assert torch.equal(grpo.at_temperature(logits, 1.0), logits.float())
+    assert grpo.at_temperature(logits, 1.0).dtype == torch.float32
+    assert torch.equal(grpo.at_temperature(logits, 0.5), torch.tensor([[3.0, -0.5, 6.0]]))

@@ -175,20 +175,27 @@ def zero_std_fraction(rewards: Tensor, group_size: int) -> float:
     return torch.isclose(std, torch.zeros_like(std)).float().mean().item()
 
 
+def at_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """logits / T in float32; at T = 1 the logits as they are, the same bits without a pass over the vocabulary
+    (three of them per decode step: the draw, its log-prob and the entropy)."""
+    logits = logits.float()
+    return logits if temperature == 1 else logits / temperature
+
+
 def token_log_probs(logits: Tensor, tokens: Tensor, temperature: float) -> Tensor:
     """log softmax(logits / T) at the chosen tokens, in float32.  (B, T, V), (B, T) -> (B, T)
 
     As logit - logsumexp(logits): no (B, T, V) log-softmax is kept for the backward pass, which
     matters with real vocabularies (150k entries).
     """
-    logits = logits.float() / temperature  # (B, T, V)
+    logits = at_temperature(logits, temperature)  # (B, T, V)
     chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
     return chosen - torch.logsumexp(logits, dim=-1)
 
 
 def entropy(logits: Tensor, temperature: float) -> Tensor:
     """H = -sum_v p_v log p_v of softmax(logits / T), in float32.  (..., V) -> (...)"""
-    log_p = torch.log_softmax(logits.float() / temperature, dim=-1)
+    log_p = torch.log_softmax(at_temperature(logits, temperature), dim=-1)
     return -(log_p.exp() * log_p).sum(dim=-1)
 
 

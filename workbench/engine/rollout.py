@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from workbench.engine.grpo import entropy, token_log_probs
+from workbench.engine.grpo import at_temperature, entropy, token_log_probs
 from workbench.engine.policy import Policy, positions
 
 LEAVE_AT = 1 / 8  # finished rows leave the decode's batch once they are this share of it
@@ -200,7 +200,7 @@ def sample_token(logits: Tensor, temperature: float, top_p: float, uniform: Tens
     """One token per row from softmax(logits / T), restricted to the top-p nucleus, by inverting the
     CDF at a U[0, 1) draw per row: the first token whose cumulative probability reaches (1 - u) x the
     total (never a token of probability 0, since 1 - u > 0).  (B, V), (B,) -> (B,)"""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    probs = torch.softmax(at_temperature(logits, temperature), dim=-1)  # (B, V)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # the top token always stays
